@@ -1,0 +1,528 @@
+"""Image datasets for training and metrics: a zip or folder of PNG/JPEG images with labels.
+
+A dataset is a zip archive or a folder of square, power-of-two images, all with the same size
+and channel count (1 for grayscale, 3 for RGB), plus an optional `dataset.json` at its root:
+
+    {"labels": [["00000/img00000000.png", 6], ["00000/img00000001.png", 2], ...]}
+
+An integer label is a class index and becomes a one-hot vector; a list of numbers is used as
+given. `"labels": null` means unlabeled. `dataset_tool.py` writes data in this format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LABELS_FILE = "dataset.json"
+CONVERT_HINT = "Convert the data with dataset_tool.py"
+
+
+def is_image_name(name: str) -> bool:
+    """True for a file name ending in .png, .jpg or .jpeg (any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+# ----------------------------------------------------------------------------
+# dataset.json parsing, shared with dataset_tool.py.
+
+
+def parse_labels_json(data: bytes, source: str) -> dict[str, Any] | None:
+    """Parse the bytes of a dataset.json file into {relative name: label}, or None when its
+    labels are null. A label is a non-negative int or a non-empty list of numbers. Raises
+    ValueError naming `source` when the JSON or its structure is invalid."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{source}: invalid JSON ({err}). {_LABELS_FORMAT}") from err
+    if not isinstance(doc, dict) or "labels" not in doc:
+        raise ValueError(f"{source}: expected an object with a 'labels' key. {_LABELS_FORMAT}")
+    entries = doc["labels"]
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: 'labels' must be a list or null. {_LABELS_FORMAT}")
+    labels: dict[str, Any] = {}
+    for pos, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ValueError(
+                f"{source}: labels[{pos}] is {_short_repr(entry)}, expected [file name, label]. "
+                f"{_LABELS_FORMAT}"
+            )
+        name, label = entry
+        _check_label_value(label, f"{source}: label of {name!r}")
+        if name.replace("\\", "/") in labels:
+            raise ValueError(f"{source}: {name!r} has more than one label. Keep one entry.")
+        labels[name.replace("\\", "/")] = label
+    return labels
+
+
+_LABELS_FORMAT = 'The expected format is {"labels": [["name.png", 3], ...]} or {"labels": null}.'
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_label_value(label: Any, where: str) -> None:
+    if isinstance(label, int) and not isinstance(label, bool):
+        if label < 0:
+            raise ValueError(f"{where} is {label}; a class index must be 0 or greater.")
+        return
+    if isinstance(label, list) and label and all(_is_number(v) for v in label):
+        return
+    raise ValueError(
+        f"{where} is {_short_repr(label)}; expected a class index (int) or a non-empty list "
+        f"of numbers."
+    )
+
+
+def labels_to_array(labels: list[Any], source: str) -> np.ndarray:
+    """Stack per-image labels in raw form: int64 [N] for class indices, float32 [N, L] for
+    vectors. Raises ValueError naming `source` when the two kinds are mixed or lengths differ."""
+    if all(isinstance(v, int) for v in labels):
+        return np.array(labels, dtype=np.int64)
+    if any(isinstance(v, int) for v in labels):
+        raise ValueError(
+            f"{source}: labels mix class indices and vectors; use one kind for every image."
+        )
+    lengths = sorted({len(v) for v in labels})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"{source}: label vectors have different lengths {lengths}; use one length."
+        )
+    return np.array(labels, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Image decoding, shared with dataset_tool.py.
+
+
+def image_to_array(image: PIL.Image.Image, source: str) -> np.ndarray:
+    """Convert a decoded L or RGB image to uint8 [C, H, W]; raise ValueError naming `source`
+    for any other mode (RGBA, palette, 16-bit, CMYK, ...)."""
+    if image.mode not in ("L", "RGB"):
+        raise ValueError(
+            f"{source}: image mode {image.mode!r} is not supported; images must be RGB or "
+            f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
+        )
+    array = np.asarray(image, dtype=np.uint8)  # [H, W] or [H, W, 3]
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    else:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)  # [C, H, W]
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """Decode PNG or JPEG bytes to uint8 [C, H, W]. Raises ValueError naming `source` when the
+    file is empty, cannot be decoded or has an unsupported mode."""
+    if not data:
+        raise ValueError(f"{source}: the file is empty (0 bytes). Replace or delete it.")
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image_to_array(image, source)
+    except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
+        raise ValueError(
+            f"{source}: cannot decode the image ({err}). Replace or delete it."
+        ) from err
+
+
+def read_image_header(data_file: Any, source: str) -> tuple[list[int], str]:
+    """Read only the header of an open image file: returns ([C, H, W], mode). Raises
+    ValueError naming `source` for unreadable files and unsupported modes."""
+    try:
+        with PIL.Image.open(data_file) as image:
+            width, height = image.size
+            mode = image.mode
+    except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
+        raise ValueError(
+            f"{source}: cannot decode the image ({err}). Replace or delete it."
+        ) from err
+    channels = {"L": 1, "RGB": 3}.get(mode)
+    if channels is None:
+        raise ValueError(
+            f"{source}: image mode {mode!r} is not supported; images must be RGB or "
+            f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
+        )
+    return [channels, height, width], mode
+
+
+# ----------------------------------------------------------------------------
+
+
+class Dataset(torch.utils.data.Dataset):
+    """Base class: index bookkeeping, max_size subsets, x-flips and labels.
+
+    Subclasses implement _load_raw_image(raw_idx) -> uint8 [C, H, W] and _load_raw_labels()
+    -> None or an array from labels_to_array(). Item i of the dataset maps to a raw image
+    index; with xflip the index list is repeated and the second copy is mirrored.
+    """
+
+    def __init__(
+        self,
+        name: str,  # Short name shown in logs and run-directory names.
+        raw_shape: list[int],  # Shape of the raw data: [num_images, C, H, W].
+        max_size: int | None = None,  # Use at most this many images (seeded subset); None = all.
+        use_labels: bool = False,  # Return labels; False = every label has shape [0].
+        xflip: bool = False,  # Double the length with horizontally mirrored copies.
+        random_seed: int = 0,  # Seed of the permutation that picks the max_size subset.
+    ):
+        self._name = name
+        self._raw_shape = list(raw_shape)
+        self._use_labels = use_labels
+        self._raw_labels: np.ndarray | None = None
+        self._label_shape: list[int] | None = None
+
+        # Pick the subset, then add the mirrored half.
+        self._raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
+        if max_size is not None:
+            if max_size < 1:
+                raise ValueError(f"max_size must be None or at least 1, got {max_size}.")
+            if self._raw_idx.size > max_size:
+                permutation = np.random.RandomState(random_seed).permutation(self._raw_idx.size)
+                self._raw_idx = np.sort(permutation[:max_size])
+        self._xflip = np.zeros(self._raw_idx.size, dtype=np.uint8)
+        if xflip:
+            self._raw_idx = np.tile(self._raw_idx, 2)
+            self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _load_raw_labels(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _get_raw_labels(self) -> np.ndarray:
+        """Raw labels of all images: int64 [N] class indices, float32 [N, L] vectors, or
+        float32 [N, 0] when labels are off."""
+        if self._raw_labels is None:
+            labels = self._load_raw_labels() if self._use_labels else None
+            if labels is None:
+                labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
+            self._raw_labels = labels
+        return self._raw_labels
+
+    def close(self) -> None:
+        """Release open files; the dataset reopens them on the next access."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # The interpreter may be shutting down, with modules half gone.
+            pass
+
+    def __len__(self) -> int:
+        return int(self._raw_idx.size)
+
+    def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (image uint8 [C, H, W], label float32 [label_dim])."""
+        image = self._load_raw_image(int(self._raw_idx[idx]))
+        if list(image.shape) != self.image_shape:
+            raise ValueError(
+                f"Image {int(self._raw_idx[idx])} of {self._name} has shape {list(image.shape)}, "
+                f"expected {self.image_shape}. {CONVERT_HINT} so all images match."
+            )
+        if self._xflip[idx]:
+            image = image[:, :, ::-1]
+        return np.ascontiguousarray(image), self.get_label(idx)
+
+    def get_label(self, idx: int) -> np.ndarray:
+        """Label of item idx as float32 [label_dim]: one-hot for class indices."""
+        raw = self._get_raw_labels()[self._raw_idx[idx]]
+        if raw.dtype == np.int64:
+            onehot = np.zeros(self.label_shape, dtype=np.float32)
+            onehot[raw] = 1
+            return onehot
+        return raw.astype(np.float32, copy=True)
+
+    def get_details(self, idx: int) -> dnnlib.EasyDict:
+        """Raw index, mirror flag and raw label (class index or vector) of item idx."""
+        raw_idx = int(self._raw_idx[idx])
+        return dnnlib.EasyDict(
+            raw_idx=raw_idx,
+            xflip=bool(self._xflip[idx]),
+            raw_label=self._get_raw_labels()[raw_idx].copy(),
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def image_shape(self) -> list[int]:
+        """Shape of one image: [C, H, W]."""
+        return list(self._raw_shape[1:])
+
+    @property
+    def num_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def resolution(self) -> int:
+        return self.image_shape[1]
+
+    @property
+    def label_shape(self) -> list[int]:
+        """[label_dim]: the number of classes for class indices, [0] without labels."""
+        if self._label_shape is None:
+            raw = self._get_raw_labels()
+            if raw.dtype == np.int64:
+                self._label_shape = [int(raw.max()) + 1]
+            else:
+                self._label_shape = list(raw.shape[1:])
+        return list(self._label_shape)
+
+    @property
+    def label_dim(self) -> int:
+        return self.label_shape[0]
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_dim > 0
+
+    @property
+    def has_onehot_labels(self) -> bool:
+        return self._get_raw_labels().dtype == np.int64
+
+
+# ----------------------------------------------------------------------------
+
+
+class ImageFolderDataset(Dataset):
+    """Images from a zip archive or a folder (searched recursively, names sorted), with
+    optional labels from dataset.json at the root. The whole file list and every image header
+    are checked at construction, so a bad file is reported before training starts."""
+
+    def __init__(
+        self,
+        path: str,  # Zip archive or folder of PNG/JPEG images.
+        resolution: int | None = None,  # Expected resolution; None = take it from the data.
+        **super_kwargs: Any,  # max_size, use_labels, xflip, random_seed: see Dataset.
+    ):
+        self._path = os.fspath(path)
+        self._zipfile: zipfile.ZipFile | None = None
+        self._zipfile_pid: int | None = None
+        self._fingerprint: str | None = None
+
+        if os.path.isdir(self._path):
+            self._type = "dir"
+            self._all_names = self._list_folder()
+        elif os.path.isfile(self._path) and self._path.lower().endswith(".zip"):
+            self._type = "zip"
+            self._all_names = self._list_zip()
+        elif os.path.exists(self._path):
+            raise ValueError(
+                f"Dataset path {self._path} is neither a folder nor a .zip file. {CONVERT_HINT}."
+            )
+        else:
+            raise FileNotFoundError(
+                f"Dataset path {self._path} does not exist. Check the path, or create the "
+                f"dataset with dataset_tool.py."
+            )
+        self._image_names = sorted(n for n in self._all_names if is_image_name(n))
+        if not self._image_names:
+            raise ValueError(f"No PNG or JPEG images found in {self._path}. {CONVERT_HINT}.")
+
+        image_shape = self._check_images()
+        if resolution is not None and image_shape[1] != resolution:
+            raise ValueError(
+                f"Dataset {self._path} has resolution {image_shape[1]}, but resolution="
+                f"{resolution} was requested. Pass the data's resolution or None, or convert "
+                f"the data with dataset_tool.py --resolution."
+            )
+        name = os.path.splitext(os.path.basename(self._path.rstrip("/\\")))[0]
+        raw_shape = [len(self._image_names)] + image_shape
+        super().__init__(name=name, raw_shape=raw_shape, **super_kwargs)
+        if self._use_labels:
+            self._get_raw_labels()  # Report label problems now, not in the first batch.
+
+    # File access.
+
+    def _list_folder(self) -> list[str]:
+        names = []
+        for root, _dirs, files in os.walk(self._path):
+            for file_name in files:
+                full = os.path.join(root, file_name)
+                names.append(os.path.relpath(full, self._path).replace(os.sep, "/"))
+        return sorted(names)
+
+    def _list_zip(self) -> list[str]:
+        try:
+            return sorted(n for n in self._get_zipfile().namelist() if not n.endswith("/"))
+        except zipfile.BadZipFile as err:
+            raise ValueError(
+                f"Dataset {self._path} is not a valid zip file ({err}). {CONVERT_HINT}."
+            ) from err
+
+    def _get_zipfile(self) -> zipfile.ZipFile:
+        # A forked DataLoader worker inherits the parent's file offset, so each process opens
+        # its own handle instead of sharing one.
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
+            self._zipfile = zipfile.ZipFile(self._path)
+            self._zipfile_pid = os.getpid()
+        return self._zipfile
+
+    def _open_file(self, name: str) -> Any:
+        if self._type == "dir":
+            return open(os.path.join(self._path, name), "rb")
+        return self._get_zipfile().open(name, "r")
+
+    def _file_size(self, name: str) -> int:
+        if self._type == "dir":
+            return os.path.getsize(os.path.join(self._path, name))
+        return self._get_zipfile().getinfo(name).file_size
+
+    def _describe(self, name: str) -> str:
+        """Location of a member for error messages: the folder path or 'archive.zip:name'."""
+        if self._type == "dir":
+            return os.path.join(self._path, name)
+        return f"{self._path}:{name}"
+
+    def close(self) -> None:
+        if self._zipfile is not None and self._zipfile_pid == os.getpid():
+            self._zipfile.close()
+        self._zipfile = None
+        self._zipfile_pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state["_zipfile"] = None
+        state["_zipfile_pid"] = None
+        return state
+
+    # Validation.
+
+    def _check_images(self) -> list[int]:
+        """Read every image header; return the common [C, H, W] or raise ValueError naming
+        the offending files."""
+        first_name, first_shape = None, None
+        for name in self._image_names:
+            if self._file_size(name) == 0:
+                raise ValueError(
+                    f"{self._describe(name)}: the file is empty (0 bytes). Replace or delete it."
+                )
+            with self._open_file(name) as f:
+                shape, _mode = read_image_header(f, self._describe(name))
+            if first_shape is None:
+                first_name, first_shape = name, shape
+                _check_square_power_of_two(shape, self._describe(name))
+            elif shape != first_shape:
+                raise ValueError(
+                    f"Images in {self._path} differ in size or channel count: {first_name} is "
+                    f"{first_shape} and {name} is {shape} ([C, H, W]). {CONVERT_HINT} "
+                    f"--resolution to give them one size and mode."
+                )
+        return list(first_shape)
+
+    # Loading.
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        name = self._image_names[raw_idx]
+        with self._open_file(name) as f:
+            data = f.read()
+        return decode_image(data, self._describe(name))  # [C, H, W]
+
+    def _load_raw_labels(self) -> np.ndarray | None:
+        if LABELS_FILE not in self._all_names:
+            raise ValueError(
+                f"use_labels=True, but {self._path} has no {LABELS_FILE}. Train without labels "
+                f"(--cond=False), or convert labeled data with dataset_tool.py."
+            )
+        labels = self._read_labels_file()
+        if labels is None:
+            raise ValueError(
+                f"use_labels=True, but {self._describe(LABELS_FILE)} has labels null. Train "
+                f"without labels (--cond=False), or convert labeled data with dataset_tool.py."
+            )
+        self._check_label_names(labels)
+        raw = labels_to_array([labels[n] for n in self._image_names], self._describe(LABELS_FILE))
+        return raw
+
+    def _read_labels_file(self) -> dict[str, Any] | None:
+        with self._open_file(LABELS_FILE) as f:
+            data = f.read()
+        return parse_labels_json(data, self._describe(LABELS_FILE))
+
+    def _check_label_names(self, labels: dict[str, Any]) -> None:
+        source = self._describe(LABELS_FILE)
+        unknown = sorted(set(labels) - set(self._image_names))
+        if unknown:
+            raise ValueError(
+                f"{source} labels {len(unknown)} file(s) that are not images of the dataset, "
+                f"first: {', '.join(unknown[:3])}. Remove those entries or add the images."
+            )
+        missing = [n for n in self._image_names if n not in labels]
+        if missing:
+            raise ValueError(
+                f"{source} has no label for {len(missing)} of {len(self._image_names)} images, "
+                f'first: {", ".join(missing[:3])}. Label every image, or set "labels": null '
+                f"and train without labels."
+            )
+
+    # Metadata.
+
+    @property
+    def labels_available(self) -> bool:
+        """True when dataset.json exists and its labels are not null, whatever use_labels is.
+        Reading it does not check that every image has a label."""
+        if LABELS_FILE not in self._all_names:
+            return False
+        return self._read_labels_file() is not None
+
+    def content_fingerprint(self) -> str:
+        """SHA-256 hex digest of the data's content, for caches keyed on the dataset.
+
+        For a zip it covers every member's name, size and CRC-32 from the central directory plus
+        the bytes of dataset.json. For a folder it covers the name, size and bytes of every image
+        and of dataset.json, so it reads every file once (fine for small data sets)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(f"type={self._type}\n".encode())
+            if self._type == "zip":
+                for info in sorted(self._get_zipfile().infolist(), key=lambda i: i.filename):
+                    digest.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
+            for name in self._fingerprint_names():
+                with self._open_file(name) as f:
+                    data = f.read()
+                digest.update(f"{name}\0{len(data)}\0".encode())
+                digest.update(hashlib.sha256(data).digest())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def _fingerprint_names(self) -> list[str]:
+        """Files whose bytes the fingerprint hashes: dataset.json, plus every image for a folder."""
+        names = [LABELS_FILE] if LABELS_FILE in self._all_names else []
+        if self._type == "dir":
+            names += self._image_names
+        return names
+
+
+def _check_square_power_of_two(shape: list[int], source: str) -> None:
+    _channels, height, width = shape
+    if height != width or height < 1 or (height & (height - 1)) != 0:
+        raise ValueError(
+            f"{source}: images are {width}x{height}, but they must be square with a power-of-two "
+            f"side (for example 32x32 or 256x256). {CONVERT_HINT} --resolution=RxR "
+            f"(with --transform=center-crop or pad where the aspect ratio differs)."
+        )
