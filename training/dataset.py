@@ -83,13 +83,13 @@ def _is_number(value: Any) -> bool:
 def _check_label_value(label: Any, where: str) -> None:
     if isinstance(label, int) and not isinstance(label, bool):
         if label < 0:
-            raise ValueError(f"{where} is {label}; a class index must be 0 or greater.")
+            raise ValueError(f"{where} is {label}, but a class index must be 0 or greater.")
         return
     if isinstance(label, list) and label and all(_is_number(v) for v in label):
         return
     raise ValueError(
-        f"{where} is {_short_repr(label)}; expected a class index (int) or a non-empty list "
-        f"of numbers."
+        f"{where} is {_short_repr(label)}, but a label must be a class index (int) or a "
+        f"non-empty list of numbers."
     )
 
 
@@ -100,12 +100,12 @@ def labels_to_array(labels: list[Any], source: str) -> np.ndarray:
         return np.array(labels, dtype=np.int64)
     if any(isinstance(v, int) for v in labels):
         raise ValueError(
-            f"{source}: labels mix class indices and vectors; use one kind for every image."
+            f"{source}: labels mix class indices and vectors. Use one kind for every image."
         )
     lengths = sorted({len(v) for v in labels})
     if len(lengths) > 1:
         raise ValueError(
-            f"{source}: label vectors have different lengths {lengths}; use one length."
+            f"{source}: label vectors have different lengths {lengths}. Use one length."
         )
     return np.array(labels, dtype=np.float32)
 
@@ -115,11 +115,11 @@ def labels_to_array(labels: list[Any], source: str) -> np.ndarray:
 
 
 def image_to_array(image: PIL.Image.Image, source: str) -> np.ndarray:
-    """Convert a decoded L or RGB image to uint8 [C, H, W]; raise ValueError naming `source`
+    """Convert a decoded L or RGB image to uint8 [C, H, W]. Raises ValueError naming `source`
     for any other mode (RGBA, palette, 16-bit, CMYK, ...)."""
     if image.mode not in ("L", "RGB"):
         raise ValueError(
-            f"{source}: image mode {image.mode!r} is not supported; images must be RGB or "
+            f"{source}: image mode {image.mode!r} is not supported, because images must be RGB or "
             f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
         )
     array = np.asarray(image, dtype=np.uint8)  # [H, W] or [H, W, 3]
@@ -159,7 +159,7 @@ def read_image_header(data_file: Any, source: str) -> tuple[list[int], str]:
     channels = {"L": 1, "RGB": 3}.get(mode)
     if channels is None:
         raise ValueError(
-            f"{source}: image mode {mode!r} is not supported; images must be RGB or "
+            f"{source}: image mode {mode!r} is not supported, because images must be RGB or "
             f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
         )
     return [channels, height, width], mode
@@ -173,7 +173,7 @@ class Dataset(torch.utils.data.Dataset):
 
     Subclasses implement _load_raw_image(raw_idx) -> uint8 [C, H, W] and _load_raw_labels()
     -> None or an array from labels_to_array(). Item i of the dataset maps to a raw image
-    index; with xflip the index list is repeated and the second copy is mirrored.
+    index. With xflip the index list is repeated and the second copy is mirrored.
     """
 
     def __init__(
@@ -414,7 +414,7 @@ class ImageFolderDataset(Dataset):
     # Validation.
 
     def _check_images(self) -> list[int]:
-        """Read every image header; return the common [C, H, W] or raise ValueError naming
+        """Read every image header and return the common [C, H, W]. Raises ValueError naming
         the offending files."""
         first_name, first_shape = None, None
         for name in self._image_names:
@@ -469,7 +469,7 @@ class ImageFolderDataset(Dataset):
         unknown = sorted(set(labels) - set(self._image_names))
         if unknown:
             raise ValueError(
-                f"{source} labels {len(unknown)} file(s) that are not images of the dataset, "
+                f"{source} names {len(unknown)} file(s) that are not images of the dataset, "
                 f"first: {', '.join(unknown[:3])}. Remove those entries or add the images."
             )
         missing = [n for n in self._image_names if n not in labels]
