@@ -1,0 +1,1 @@
+"""PyTorch helpers shared by the networks, the training loop and the metrics."""
