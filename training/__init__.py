@@ -1,0 +1,1 @@
+"""Networks, data sets, losses and the training loop, each built by class name from kwargs."""
