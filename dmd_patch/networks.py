@@ -1,0 +1,180 @@
+"""StyleGAN2 discriminator with dynamic feature masks (DMD).
+
+Method: W. Zhang et al., "Dynamically Masked Discriminator for GANs", NeurIPS 2023,
+arXiv 2306.07716. The discriminator measures its own learning speed at every interval
+boundary and, when the speed drops, masks (or unmasks) the output features of chosen blocks.
+Everything else, including the generator, the losses and the optimizers, stays as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from dmd_patch.config import DMDConfig
+from dmd_patch.detector import RetardationDetector
+from dmd_patch.masker import FeatureMasker
+from training.networks_stylegan2 import Discriminator
+
+EXTRA_STATE_VERSION = 1
+
+
+@dataclasses.dataclass
+class BoundaryReport:
+    """Outcome of one interval boundary."""
+
+    nimg: int  # cur_nimg at which the boundary was handled.
+    kimg: float  # The boundary t_i itself, in kimg (a multiple of interval_kimg).
+    speed: float | None  # s_i, or None when only theta was stored.
+    reference: float | None  # ref_(i-1), or None before any speed exists.
+    retarded: bool  # True when detection fired.
+    masked: bool  # Mask state after the policy ran.
+    toggles: int  # Mask state changes so far.
+    change: str | None  # 'on', 'off', 'redrawn' or None (mask state unchanged).
+
+
+class DMDDiscriminator(Discriminator):
+    """Discriminator whose block outputs are masked when its learning speed drops.
+
+    All DMD state lives in this module and travels with `state_dict()` as extra state, so
+    snapshots save it and a resumed run makes the same decisions as an uninterrupted one.
+    The training loop drives it through `dmd_patch.hook.DMDHook`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,  # Positional arguments of Discriminator (c_dim, img_resolution, ...).
+        dmd_kwargs: dict | None = None,  # DMDConfig options as a dict. None or {} = defaults.
+        **kwargs: Any,  # Keyword arguments of Discriminator.
+    ):
+        super().__init__(*args, **kwargs)
+        config = DMDConfig.from_dict(dmd_kwargs)
+        config.validate(self.img_resolution)
+        self.init_kwargs.dmd_kwargs = config.to_dict()
+        self.dmd_config = config
+        self.dmd_interval_nimg = config.interval_nimg()
+        self.dmd_detector = RetardationDetector(
+            detect=config.detect,
+            ema_beta=config.ema_beta,
+            tol=config.tol,
+            warmup_kimg=config.warmup_kimg,
+            speed=config.speed,
+        )
+        self.dmd_masker = FeatureMasker(
+            layers=config.resolve_layers(self.img_resolution),
+            ratio=config.ratio,
+            rescale=config.rescale,
+            policy=config.policy,
+            resample=config.resample,
+            seed=config.seed,
+        )
+        self.dmd_interval_index: int | None = None  # Index of the latest boundary handled.
+        self.dmd_last_speed: float | None = None  # Latest s_i, for the status line.
+
+    def block_output(self, out_res: int, x: torch.Tensor) -> torch.Tensor:
+        """Apply the current mask of layer `out_res` to x [N, C, out_res, out_res]."""
+        return self.dmd_masker.apply(out_res, x)
+
+    def dmd_params_by_block(self) -> dict[str, list[torch.Tensor]]:
+        """Group the trainable parameters by top-level child (b{res}, mapping, b4).
+
+        Every parameter counts, whatever its requires_grad flag: the training loop switches
+        those flags off between phases, and frozen layers are buffers, not parameters.
+        """
+        groups: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for name, param in self.named_parameters():
+            groups[name.split(".", 1)[0]].append(param)
+        return dict(groups)
+
+    @property
+    def dmd_masked(self) -> bool:
+        """True while masks are on."""
+        return self.dmd_masker.masked
+
+    @property
+    def dmd_toggles(self) -> int:
+        """Number of mask state changes so far."""
+        return self.dmd_masker.toggles
+
+    def dmd_begin_batch(self, cur_nimg: int) -> None:
+        """Prepare the minibatch that starts at `cur_nimg`.
+
+        The first call, or a call whose cur_nimg lies before the latest handled boundary
+        (a resume with a reset image counter), anchors the interval count at cur_nimg.
+        With resample='batch' it draws this minibatch's pattern while masks are on.
+        """
+        index = cur_nimg // self.dmd_interval_nimg
+        if self.dmd_interval_index is None or index < self.dmd_interval_index:
+            self.dmd_interval_index = index
+            # Store theta_0 only at a boundary, so every speed covers a whole interval.
+            if not self.dmd_detector.has_params and cur_nimg % self.dmd_interval_nimg == 0:
+                self.dmd_detector.store(self.dmd_params_by_block())
+        self.dmd_masker.begin_batch(cur_nimg)
+
+    def dmd_end_step(self, cur_nimg: int) -> BoundaryReport | None:
+        """Run detection and the mask policy if cur_nimg crossed an interval boundary.
+
+        Returns None when no new boundary was crossed, so a repeated call for the same
+        cur_nimg does nothing. A step that crosses several boundaries at once is handled once.
+        """
+        if self.dmd_interval_index is None:
+            self.dmd_begin_batch(cur_nimg)
+            return None
+        index = cur_nimg // self.dmd_interval_nimg
+        if index <= self.dmd_interval_index:
+            return None
+        self.dmd_interval_index = index
+        result = self.dmd_detector.update(self.dmd_params_by_block(), nimg=cur_nimg)
+        change = self.dmd_masker.step(result.retarded, nimg=cur_nimg)
+        if result.speed is not None:
+            self.dmd_last_speed = result.speed
+        return BoundaryReport(
+            nimg=cur_nimg,
+            kimg=index * self.dmd_interval_nimg / 1000,
+            speed=result.speed,
+            reference=result.reference,
+            retarded=result.retarded,
+            masked=self.dmd_masker.masked,
+            toggles=self.dmd_masker.toggles,
+            change=change,
+        )
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Return the DMD state as tensors and plain values (loadable with weights_only=True)."""
+        return {
+            "version": EXTRA_STATE_VERSION,
+            "config": self.dmd_config.to_dict(),
+            "detector": self.dmd_detector.state_dict(),
+            "masker": self.dmd_masker.state_dict(),
+            "interval_index": self.dmd_interval_index,
+            "last_speed": self.dmd_last_speed,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the DMD state returned by `get_extra_state`.
+
+        The options of this module stay in force, so a resume may change for example the
+        tolerance. Only the masked layers must match the saved masks.
+        """
+        if not isinstance(state, dict) or state.get("version") != EXTRA_STATE_VERSION:
+            found = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"Invalid DMD state in the discriminator's state_dict: expected version "
+                f"{EXTRA_STATE_VERSION}, found {found!r}"
+            )
+        self.dmd_detector.load_state_dict(state["detector"])
+        self.dmd_masker.load_state_dict(state["masker"])
+        index = state["interval_index"]
+        self.dmd_interval_index = None if index is None else int(index)
+        speed = state["last_speed"]
+        self.dmd_last_speed = None if speed is None else float(speed)
+
+    def extra_repr(self) -> str:
+        config = self.dmd_config
+        return (
+            f"{super().extra_repr()}, dmd_layers={self.dmd_masker.layers}, "
+            f"dmd_policy={config.policy}, dmd_ratio={config.ratio}"
+        )
