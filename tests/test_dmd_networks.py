@@ -235,3 +235,21 @@ def test_deepcopy_keeps_state():
     clone = copy.deepcopy(dmd)
     assert torch.equal(clone.dmd_masker.patterns[8], dmd.dmd_masker.patterns[8])
     assert torch.equal(clone(images(), no_labels()), dmd(images(), no_labels()))
+
+
+def test_network_snapshot_carries_state(tmp_path):
+    from training.snapshot import load_network_snapshot, save_network_snapshot
+
+    options = {"interval_kimg": 0.004, "seed": 4}
+    _, uninterrupted = make_pair(options)
+    run_steps(uninterrupted, STEPS_BEFORE)
+    path = str(tmp_path / "network-snapshot-000000.pkl")
+    save_network_snapshot(path, {"D": uninterrupted})
+    resumed = load_network_snapshot(path)["D"].requires_grad_(True).train()
+    assert isinstance(resumed, DMDDiscriminator)
+    assert resumed.dmd_detector.speeds == uninterrupted.dmd_detector.speeds
+    assert resumed.dmd_interval_index == uninterrupted.dmd_interval_index
+
+    expected = run_steps(uninterrupted, STEPS_AFTER)
+    observed = run_steps(resumed, STEPS_AFTER)
+    assert observed == expected
