@@ -1,0 +1,570 @@
+"""Tests for dataset_tool.py: every source format, transforms, labels, atomic output and errors.
+
+Source files (PNG folders, IDX files, a fake CIFAR-10 tarball) are written by the tests from
+numpy arrays, and converted output is read back with zipfile and PIL alone.
+"""
+
+import gzip
+import io
+import json
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import dataset_tool
+from training.dataset import ImageFolderDataset
+
+
+def random_image(seed, height=8, width=8, channels=3):
+    """uint8 [H, W, C], or [H, W] for channels=1, from a seeded generator."""
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def write_png(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    PIL.Image.fromarray(array).save(path)
+
+
+def make_folder(root, arrays, labels=None):
+    """Write {name: array} as PNGs under `root`, plus dataset.json when labels is not None."""
+    for name, array in arrays.items():
+        write_png(os.path.join(root, name), array)
+    if labels is not None:
+        with open(os.path.join(root, "dataset.json"), "w") as f:
+            json.dump(labels, f)
+    return str(root)
+
+
+def read_output(path):
+    """Read a converted zip or folder as (sorted image names, {name: [H, W(, C)]}, labels)."""
+    if str(path).endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            files = {n: archive.read(n) for n in archive.namelist()}
+    else:
+        files = {}
+        for base, _dirs, names in os.walk(path):
+            for name in names:
+                full = os.path.join(base, name)
+                with open(full, "rb") as f:
+                    files[os.path.relpath(full, path).replace(os.sep, "/")] = f.read()
+    images = {
+        n: np.asarray(PIL.Image.open(io.BytesIO(d)))
+        for n, d in files.items()
+        if n != "dataset.json"
+    }
+    labels = json.loads(files["dataset.json"])["labels"]
+    return sorted(images), images, labels
+
+
+def convert(*args):
+    """Run the dataset_tool command line in-process and return the click result."""
+    return CliRunner().invoke(dataset_tool.main, [str(a) for a in args])
+
+
+def write_idx(path, array, compress):
+    """Write a uint8 IDX file: magic 0x0000 08 ndim, big-endian uint32 dims, then the data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+class _Py2StylePickler(pickle._Pickler):
+    """Protocol-2 pickler that stores bytes with the STRING opcodes of Python 2's str, as the
+    original CIFAR-10 batches (written by Python 2) do."""
+
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[bytes] = save_bytes
+
+
+def py2_style_pickle(obj):
+    buffer = io.BytesIO()
+    _Py2StylePickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def make_cifar_tarball(path, images_per_batch=2, batch_payload=None):
+    """Write a fake cifar-10-python.tar.gz: five pickled batches of random images, in the
+    original layout (rows of 3072 bytes: 1024 red, then green, then blue, row-major)."""
+    rows, labels = [], []
+    with tarfile.open(path, "w:gz") as tar:
+        for batch in range(5):
+            data = random_image(batch, height=images_per_batch, width=3072, channels=1)
+            batch_labels = [(batch * images_per_batch + i) % 10 for i in range(images_per_batch)]
+            payload = py2_style_pickle({b"data": data, b"labels": batch_labels})
+            if batch_payload is not None and batch == 2:
+                payload = batch_payload
+            info = tarfile.TarInfo(f"cifar-10-batches-py/data_batch_{batch + 1}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+            rows.append(data)
+            labels += batch_labels
+    return str(path), np.concatenate(rows), labels
+
+
+# ----------------------------------------------------------------------------
+# Folder and zip sources.
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dest_name", ["out.zip", "out-folder"])
+def test_folder_round_trip(tmp_path, channels, dest_name):
+    arrays = {
+        "z.png": random_image(0, channels=channels),
+        "a.png": random_image(1, channels=channels),
+        "sub/m.png": random_image(2, channels=channels),
+    }
+    labels = {"labels": [["a.png", 2], ["sub/m.png", 0], ["z.png", 1]]}
+    source = make_folder(tmp_path / "src", arrays, labels)
+    dest = tmp_path / dest_name
+    result = convert("--source", source, "--dest", dest)
+    assert result.exit_code == 0, result.output
+    assert "3/3 images" in result.output
+
+    names, images, out_labels = read_output(dest)
+    expected_order = ["a.png", "sub/m.png", "z.png"]
+    assert names == [f"00000/img{i:08d}.png" for i in range(3)]
+    assert out_labels == [[names[i], labels["labels"][i][1]] for i in range(3)]
+    for name, source_name in zip(names, expected_order):
+        np.testing.assert_array_equal(images[name], arrays[source_name])
+
+    dataset = ImageFolderDataset(str(dest), use_labels=True)
+    assert dataset.image_shape == [channels, 8, 8]
+    for idx, source_name in enumerate(expected_order):
+        reference = np.asarray(PIL.Image.open(os.path.join(source, source_name)))
+        reference = reference[np.newaxis] if channels == 1 else reference.transpose(2, 0, 1)
+        np.testing.assert_array_equal(dataset[idx][0], reference)
+        assert dataset.get_details(idx).raw_label == labels["labels"][idx][1]
+
+
+def test_zip_source_and_vector_labels(tmp_path):
+    arrays = {"a.png": random_image(0), "b.png": random_image(1)}
+    labels = {"labels": [["a.png", [0.5, 1.0]], ["b.png", [2.0, -1.0]]]}
+    folder = make_folder(tmp_path / "src", arrays, labels)
+    source = tmp_path / "src.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for name in ["a.png", "b.png", "dataset.json"]:
+            archive.write(os.path.join(folder, name), name)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    names, images, out_labels = read_output(tmp_path / "out.zip")
+    np.testing.assert_array_equal(images[names[1]], arrays["b.png"])
+    assert out_labels == [[names[0], [0.5, 1.0]], [names[1], [2.0, -1.0]]]
+
+
+def test_unlabeled_folder_writes_null(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    assert convert("--source", source, "--dest", tmp_path / "out.zip").exit_code == 0
+    assert read_output(tmp_path / "out.zip")[2] is None
+
+
+def test_partial_labels_write_null_and_warn(tmp_path):
+    arrays = {f"{i}.png": random_image(i) for i in range(4)}
+    labels = {"labels": [["0.png", 1], ["2.png", 0]]}
+    source = make_folder(tmp_path / "src", arrays, labels)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    assert "2 of 4 images have no label" in result.output
+    assert "1.png, 3.png" in result.output
+    assert "labels null" in result.output
+    assert read_output(tmp_path / "out.zip")[2] is None
+
+
+def test_partial_labels_fine_within_max_images(tmp_path):
+    arrays = {f"{i}.png": random_image(i) for i in range(3)}
+    labels = {"labels": [["0.png", 1], ["1.png", 0]]}
+    source = make_folder(tmp_path / "src", arrays, labels)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip", "--max-images", 2)
+    assert result.exit_code == 0, result.output
+    names, _images, out_labels = read_output(tmp_path / "out.zip")
+    assert out_labels == [[names[0], 1], [names[1], 0]]
+
+
+def test_labels_for_missing_files_noted(tmp_path):
+    labels = {"labels": [["a.png", 1], ["gone.png", 0]]}
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)}, labels)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    assert "gone.png" in result.output
+    assert read_output(tmp_path / "out.zip")[2] == [["00000/img00000000.png", 1]]
+
+
+def test_help_mentions_null_labels():
+    result = convert("--help")
+    assert result.exit_code == 0
+    assert "labels null" in result.output
+
+
+def test_output_is_reproducible(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0), "b.png": random_image(1)})
+    assert convert("--source", source, "--dest", tmp_path / "one.zip").exit_code == 0
+    assert convert("--source", source, "--dest", tmp_path / "two.zip").exit_code == 0
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
+
+
+# ----------------------------------------------------------------------------
+# IDX sources.
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_round_trip(tmp_path, compress):
+    suffix = ".gz" if compress else ""
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], np.uint8)
+    source = write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, compress)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels, compress)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip", "--max-images", 4)
+    assert result.exit_code == 0, result.output
+    assert "4/4 images" in result.output
+    names, out, out_labels = read_output(tmp_path / "out.zip")
+    assert len(names) == 4
+    for idx, name in enumerate(names):
+        np.testing.assert_array_equal(out[name], images[idx])
+    assert out_labels == [[n, int(v)] for n, v in zip(names, labels[:4])]
+
+
+def test_idx_pad_transform(tmp_path):
+    images = np.random.default_rng(0).integers(1, 256, size=(3, 12, 12), dtype=np.uint8)
+    source = write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2], np.uint8), True)
+    dest = tmp_path / "out.zip"
+    result = convert("--source", source, "--dest", dest, "--transform=pad", "--resolution=16x16")
+    assert result.exit_code == 0, result.output
+    names, out, _labels = read_output(dest)
+    for idx, name in enumerate(names):
+        assert out[name].shape == (16, 16)
+        np.testing.assert_array_equal(out[name][2:14, 2:14], images[idx])
+        border = out[name].copy()
+        border[2:14, 2:14] = 0
+        assert border.max() == 0
+
+
+def test_idx_without_labels_file(tmp_path):
+    images = np.zeros((2, 4, 4), np.uint8)
+    source = write_idx(tmp_path / "train-images-idx3-ubyte", images, False)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    assert "no labels file found" in result.output
+    assert read_output(tmp_path / "out.zip")[2] is None
+
+
+def test_idx_truncated_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((2, 4, 4), np.uint8), False)
+    path.write_bytes(path.read_bytes()[:-5])
+    result = convert("--source", path, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert "train-images-idx3-ubyte" in result.output
+    assert "truncated" in result.output
+
+
+def test_idx_labels_too_short(tmp_path):
+    source = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 4, 4), np.uint8), False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(2, np.uint8), False)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert "train-labels-idx1-ubyte: expected a 1-D labels array" in result.output
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 sources and the restricted unpickler.
+
+
+def test_cifar_round_trip(tmp_path):
+    source, rows, labels = make_cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    names, out, out_labels = read_output(tmp_path / "out.zip")
+    assert len(names) == 10
+    for idx, name in enumerate(names):
+        image = out[name]  # [H, W, C]
+        assert image.shape == (32, 32, 3)
+        for channel, y, x in [(0, 0, 0), (1, 5, 7), (2, 31, 30), (0, 17, 3)]:
+            assert image[y, x, channel] == rows[idx, channel * 1024 + y * 32 + x]
+    assert out_labels == [[n, v] for n, v in zip(names, labels)]
+
+
+def test_cifar_max_images(tmp_path):
+    source, _rows, labels = make_cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    result = convert("--source", source, "--dest", tmp_path / "out.zip", "--max-images", 3)
+    assert result.exit_code == 0, result.output
+    assert read_output(tmp_path / "out.zip")[2] == [
+        [f"00000/img{i:08d}.png", labels[i]] for i in range(3)
+    ]
+
+
+# A protocol-0 pickle that calls os.system('touch <marker>') when loaded without restrictions.
+def os_system_pickle(marker):
+    return f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+
+
+def test_unpickler_rejects_os_system(tmp_path):
+    marker = tmp_path / "marker"
+    payload = os_system_pickle(marker)
+    unpickler = dataset_tool.RestrictedUnpickler(io.BytesIO(payload), "evil.pkl")
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.pkl.*os\.system"):
+        unpickler.load()
+    assert not marker.exists()
+
+
+def test_unpickler_loads_numpy_arrays():
+    array = random_image(3)
+    for payload in [pickle.dumps({b"data": array}, protocol=4), py2_style_pickle({b"data": array})]:
+        loaded = dataset_tool.RestrictedUnpickler(io.BytesIO(payload), "ok.pkl").load()
+        np.testing.assert_array_equal(loaded[b"data"], array)
+
+
+def test_cifar_tarball_with_os_system(tmp_path):
+    marker = tmp_path / "marker"
+    source, _rows, _labels = make_cifar_tarball(
+        tmp_path / "cifar-10-python.tar.gz", batch_payload=os_system_pickle(marker)
+    )
+    dest = tmp_path / "out.zip"
+    result = convert("--source", source, "--dest", dest)
+    assert result.exit_code == 1
+    assert "cifar-10-batches-py/data_batch_3" in result.output
+    assert "os.system" in result.output
+    assert not marker.exists()
+    assert not dest.exists()
+
+
+def test_cifar_tarball_missing_batch(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("readme.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    result = convert("--source", path, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert "cifar-10-python.tar.gz has no file cifar-10-batches-py/data_batch_1" in result.output
+
+
+# ----------------------------------------------------------------------------
+# Transforms.
+
+
+def test_resize_without_transform_uses_lanczos(tmp_path):
+    array = random_image(0, height=16, width=16)
+    source = make_folder(tmp_path / "src", {"a.png": array})
+    result = convert("--source", source, "--dest", tmp_path / "out.zip", "--resolution=8x8")
+    assert result.exit_code == 0, result.output
+    names, out, _labels = read_output(tmp_path / "out.zip")
+    reference = PIL.Image.fromarray(array).resize((8, 8), PIL.Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(out[names[0]], np.asarray(reference))
+
+
+def test_center_crop(tmp_path):
+    array = random_image(0, height=8, width=16)
+    source = make_folder(tmp_path / "src", {"a.png": array})
+    args = ["--source", source, "--transform=center-crop"]
+    assert convert(*args, "--dest", tmp_path / "same.zip", "--resolution=8x8").exit_code == 0
+    names, out, _labels = read_output(tmp_path / "same.zip")
+    np.testing.assert_array_equal(out[names[0]], array[:, 4:12])  # No resampling at 8x8.
+
+    assert convert(*args, "--dest", tmp_path / "small.zip", "--resolution=4x4").exit_code == 0
+    names, out, _labels = read_output(tmp_path / "small.zip")
+    crop = PIL.Image.fromarray(np.ascontiguousarray(array[:, 4:12]))
+    reference = crop.resize((4, 4), PIL.Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(out[names[0]], np.asarray(reference))
+
+
+def test_center_crop_wide(tmp_path):
+    array = random_image(0, height=16, width=16)
+    source = make_folder(tmp_path / "src", {"a.png": array})
+    dest = tmp_path / "out.zip"
+    args = ["--transform=center-crop-wide", "--resolution=16x8"]
+    result = convert("--source", source, "--dest", dest, *args)
+    assert result.exit_code == 0, result.output
+    names, out, _labels = read_output(dest)
+    image = out[names[0]]
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_array_equal(image[4:12], array[4:12])  # Middle rows, no resampling.
+    assert image[:4].max() == 0
+    assert image[12:].max() == 0
+
+
+def test_pad_rejects_larger_image(tmp_path):
+    source = make_folder(tmp_path / "src", {"big.png": random_image(0, 16, 16)})
+    result = convert(
+        "--source", source, "--dest", tmp_path / "o.zip", "--transform=pad", "--resolution=8x8"
+    )
+    assert result.exit_code == 1
+    assert "big.png: the image is 16x16, larger than --resolution=8x8" in result.output
+
+
+def test_transform_needs_resolution(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    result = convert("--source", source, "--dest", tmp_path / "o.zip", "--transform=center-crop")
+    assert result.exit_code == 1
+    assert "--transform=center-crop needs --resolution=WxH" in result.output
+
+
+def test_mode_conversions(tmp_path):
+    bilevel = PIL.Image.fromarray(random_image(0, channels=1) > 127)
+    palette = PIL.Image.fromarray(random_image(1)).convert("P")
+    folder = tmp_path / "src"
+    folder.mkdir()
+    bilevel.save(folder / "bilevel.png")
+    palette.save(folder / "palette.png")
+    for name, expected in [("bilevel.png", "L"), ("palette.png", "RGB")]:
+        image = dataset_tool.load_image((folder / name).read_bytes(), name)
+        assert image.mode == expected
+    rgb = dataset_tool.load_image((folder / "palette.png").read_bytes(), "palette.png")
+    np.testing.assert_array_equal(np.asarray(rgb), np.asarray(palette.convert("RGB")))
+
+
+# ----------------------------------------------------------------------------
+# Destinations.
+
+
+def test_existing_zip_rejected(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    dest = tmp_path / "out.zip"
+    dest.write_bytes(b"keep me")
+    result = convert("--source", source, "--dest", dest)
+    assert result.exit_code == 1
+    assert f"--dest {dest} already exists. Delete it or pick another --dest." in result.output
+    assert dest.read_bytes() == b"keep me"
+
+
+def test_non_empty_folder_rejected(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("keep me")
+    result = convert("--source", source, "--dest", dest)
+    assert result.exit_code == 1
+    assert f"--dest {dest} already exists and is not an empty folder" in result.output
+    assert (dest / "old.txt").read_text() == "keep me"
+
+
+def test_empty_dest_folder_accepted(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    assert convert("--source", source, "--dest", dest).exit_code == 0
+    assert read_output(dest)[0] == ["00000/img00000000.png"]
+
+
+@pytest.mark.parametrize("dest_name", ["out.zip", "out-folder"])
+def test_failure_leaves_no_partial_output(tmp_path, dest_name):
+    arrays = {f"{i}.png": random_image(i) for i in range(3)}
+    source = make_folder(tmp_path / "src", arrays)
+    (tmp_path / "src" / "9.png").write_bytes(b"broken")  # Sorted last, so it fails late.
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = convert("--source", source, "--dest", out_dir / dest_name)
+    assert result.exit_code == 1
+    assert "9.png: cannot decode" in result.output
+    assert os.listdir(out_dir) == []
+
+
+# ----------------------------------------------------------------------------
+# Source and option errors.
+
+
+def test_mixed_sizes_name_both_files(tmp_path):
+    arrays = {"a.png": random_image(0), "b.png": random_image(1, 16, 16)}
+    source = make_folder(tmp_path / "src", arrays)
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "a.png is 8x8 RGB" in result.output
+    assert "b.png is 16x16 RGB" in result.output
+    assert not (tmp_path / "o.zip").exists()
+
+
+def test_mixed_channels_name_both_files(tmp_path):
+    arrays = {"a.png": random_image(0), "b.png": random_image(1, channels=1)}
+    source = make_folder(tmp_path / "src", arrays)
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "a.png is 8x8 RGB" in result.output
+    assert "b.png is 8x8 L" in result.output
+
+
+def test_mixed_sizes_fine_with_resolution(tmp_path):
+    arrays = {"a.png": random_image(0), "b.png": random_image(1, 16, 16)}
+    source = make_folder(tmp_path / "src", arrays)
+    result = convert("--source", source, "--dest", tmp_path / "o.zip", "--resolution=8x8")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text", ["abc", "32", "32x", "0x32", "32x-4", "1.5x2"])
+def test_bad_resolution_syntax(tmp_path, text):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    result = convert("--source", source, "--dest", tmp_path / "o.zip", f"--resolution={text}")
+    assert result.exit_code == 1
+    assert f"--resolution='{text}' is invalid" in result.output
+
+
+def test_non_power_of_two_output(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0, 12, 12)})
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "Output images would be 12x12" in result.output
+    assert "power-of-two" in result.output
+
+
+def test_missing_source(tmp_path):
+    result = convert("--source", tmp_path / "nowhere", "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert f"--source {tmp_path / 'nowhere'} does not exist" in result.output
+
+
+def test_unknown_source_format(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    result = convert("--source", path, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert f"--source {path} has an unknown format" in result.output
+
+
+def test_source_without_images(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x")
+    result = convert("--source", folder, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert f"--source {folder} contains no PNG or JPEG images" in result.output
+
+
+def test_rgba_source_rejected(tmp_path):
+    source = make_folder(tmp_path / "src", {"alpha.png": random_image(0, channels=4)})
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "alpha.png: image mode 'RGBA' is not supported" in result.output
+
+
+def test_empty_source_image(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    (tmp_path / "src" / "b.png").write_bytes(b"")
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "b.png: the file is empty" in result.output
+
+
+def test_malformed_source_labels(tmp_path):
+    source = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    (tmp_path / "src" / "dataset.json").write_text("{oops")
+    result = convert("--source", source, "--dest", tmp_path / "o.zip")
+    assert result.exit_code == 1
+    assert "dataset.json: invalid JSON" in result.output
