@@ -218,6 +218,22 @@ def test_modulated_conv2d_matches_loop(fused, up, demodulate):
     assert torch.allclose(y.double(), ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_modulated_conv2d_float16_large_styles(fused):
+    # Unscaled, weight * style products of about 1e6 would overflow float16 (max 65504).
+    gen = torch.Generator().manual_seed(20)
+    x = torch.randn([2, 5, 6, 6], generator=gen)
+    weight = torch.randn([4, 5, 3, 3], generator=gen) * 1000
+    styles = torch.randn([2, 5], generator=gen) * 1000
+    f = net.upfirdn2d.setup_filter([1, 3, 3, 1])
+    kwargs = dict(up=2, padding=1, resample_filter=f, flip_weight=False, fused_modconv=fused)
+    y = net.modulated_conv2d(x.half(), weight, styles, **kwargs)
+    ref = modulated_conv2d_reference(x, weight, styles, up=2, demodulate=True)
+    assert y.dtype == torch.float16
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.double(), ref, atol=1e-2, rtol=1e-2)
+
+
 def test_demodulated_kernel_has_unit_norm():
     gen = torch.Generator().manual_seed(4)
     weight = torch.randn([2, 3, 1, 1], generator=gen)

@@ -62,6 +62,8 @@ def select_dtype(
 ) -> tuple[torch.dtype, torch.memory_format]:
     """Pick the compute dtype and memory format of one block: float16 (and channels_last when
     requested) only for fp16 blocks on CUDA, float32 and contiguous everywhere else."""
+    # NOTE: the test suite runs on CPU, so whole blocks in float16 are untested. Only
+    # modulated_conv2d's float16 branch is tested, on CPU.
     if use_fp16 and not force_fp32 and device.type == "cuda":
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         return torch.float16, memory_format
@@ -428,7 +430,7 @@ class SynthesisLayer(torch.nn.Module):
         noise = None
         if self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, self.resolution, self.resolution]
-            # NOTE: draws from torch's global generator, which the training loop seeds per rank.
+            # NOTE: draws from torch's global generator; seed it with torch.manual_seed().
             noise = torch.randn(shape, device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
