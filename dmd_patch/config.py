@@ -38,8 +38,8 @@ class DMDConfig:
 
     interval_kimg: float = 4.0  # Length of one detection interval, in thousands of real images.
     detect: str = "prev"  # Reference speed: 'prev' = previous speed, 'ema' = EMA of past speeds.
-    ema_beta: float = 0.9  # Decay of the speed EMA when detect='ema'.
-    tol: float = 0.0  # Retarded when speed < (1 - tol) * reference. 0 = any drop counts.
+    ema_beta: float = 0.9  # Decay of the speed EMA when detect='ema'. 1 = ref stays at s_1.
+    tol: float = 0.0  # Retarded when speed < (1 - tol) * reference. 0 = any drop, 1 = never.
     warmup_kimg: float = 0.0  # No detection before this many kimg. 0 = detect from the start.
     speed: str = "global"  # 'global' = all parameters as one vector, 'block' = mean over blocks.
     policy: str = "toggle"  # 'toggle', 'pulse', 'always' (ablation) or 'never' (baseline).
@@ -89,11 +89,11 @@ class DMDConfig:
         self._check_number("interval_kimg", "a number > 0", lambda v: v > 0)
         if self.interval_nimg() < 1:
             self._fail("interval_kimg", "at least 0.001 (one image)")
-        self._check_number("ema_beta", "a number in [0, 1)", lambda v: 0 <= v < 1)
-        self._check_number("tol", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        self._check_number("ema_beta", "a number in [0, 1]", lambda v: 0 <= v <= 1)
+        self._check_number("tol", "a number in [0, 1]", lambda v: 0 <= v <= 1)
         self._check_number("warmup_kimg", "a number >= 0", lambda v: v >= 0)
         self._check_number("ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)
-        if not isinstance(self.rescale, bool):
+        if self.rescale not in (0, 1):  # True and False compare equal to 1 and 0.
             self._fail("rescale", "0 or 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             self._fail("seed", "an integer >= 0")

@@ -62,7 +62,8 @@ def test_block_output_resolutions():
         ({"interval_kimg": 0}, "--dmd-interval"),
         ({"interval_kimg": 0.0001}, "--dmd-interval"),
         ({"detect": "mean"}, "--dmd-detect"),
-        ({"ema_beta": 1.0}, "--dmd-ema-beta"),
+        ({"ema_beta": 1.5}, "--dmd-ema-beta"),
+        ({"tol": 1.5}, "--dmd-tol"),
         ({"tol": -0.5}, "--dmd-tol"),
         ({"warmup_kimg": -1}, "--dmd-warmup"),
         ({"speed": "layer"}, "--dmd-speed"),
@@ -90,6 +91,8 @@ def test_validate_lists_legal_layers():
 
 def test_validate_accepts_legal_options():
     DMDConfig().validate(16)
+    DMDConfig(rescale=0).validate(16)
+    DMDConfig(rescale=1).validate(16)
     DMDConfig(layers=[16, 8, 4], ratio=0.0, policy="never", detect="ema").validate(32)
 
 
