@@ -318,7 +318,10 @@ class ImageFolderDataset(Dataset):
         self,
         path: str,  # Zip archive or folder of PNG/JPEG images.
         resolution: int | None = None,  # Expected resolution; None = take it from the data.
-        **super_kwargs: Any,  # max_size, use_labels, xflip, random_seed: see Dataset.
+        use_labels: bool = False,  # Return labels from dataset.json; an error if it has none.
+        max_size: int | None = None,  # Use at most this many images (seeded subset); None = all.
+        xflip: bool = False,  # Double the length with horizontally mirrored copies.
+        random_seed: int = 0,  # Seed of the permutation that picks the max_size subset.
     ):
         self._path = os.fspath(path)
         self._zipfile: zipfile.ZipFile | None = None
@@ -353,7 +356,14 @@ class ImageFolderDataset(Dataset):
             )
         name = os.path.splitext(os.path.basename(self._path.rstrip("/\\")))[0]
         raw_shape = [len(self._image_names)] + image_shape
-        super().__init__(name=name, raw_shape=raw_shape, **super_kwargs)
+        super().__init__(
+            name=name,
+            raw_shape=raw_shape,
+            max_size=max_size,
+            use_labels=use_labels,
+            xflip=xflip,
+            random_seed=random_seed,
+        )
         if self._use_labels:
             self._get_raw_labels()  # Report label problems now, not in the first batch.
 
