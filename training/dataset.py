@@ -318,7 +318,7 @@ class ImageFolderDataset(Dataset):
         self,
         path: str,  # Zip archive or folder of PNG/JPEG images.
         resolution: int | None = None,  # Expected resolution; None = take it from the data.
-        use_labels: bool = False,  # Return labels from dataset.json; an error if it has none.
+        use_labels: bool = False,  # Return dataset.json labels. ValueError if there are none.
         max_size: int | None = None,  # Use at most this many images (seeded subset); None = all.
         xflip: bool = False,  # Double the length with horizontally mirrored copies.
         random_seed: int = 0,  # Seed of the permutation that picks the max_size subset.
