@@ -371,6 +371,20 @@ def test_output_shapes(c_dim, img_channels, res):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("architecture", ["orig", "skip", "resnet"])
+def test_other_architectures_run(architecture):
+    G = tiny_G(architecture=architecture)
+    D = tiny_D(architecture=architecture)
+    z = torch.randn([4, 16], generator=torch.Generator().manual_seed(21))
+    img = G(z, torch.zeros([4, 0]))
+    assert img.shape == (4, 3, 16, 16)
+    assert D(img, torch.zeros([4, 0])).shape == (4, 1)
+    has_skip = architecture == "resnet"
+    assert hasattr(G.synthesis.b16, "skip") == has_skip
+    assert hasattr(D.b16, "skip") == has_skip
+    assert hasattr(D.b8, "fromrgb") == (architecture == "skip")
+
+
 def test_conditional_outputs_depend_on_label():
     G = tiny_G(c_dim=3)
     D = tiny_D(c_dim=3)
