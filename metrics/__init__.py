@@ -1,0 +1,1 @@
+"""Evaluation metrics (FID, KID) with the FID Inception feature network."""
