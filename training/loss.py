@@ -1,0 +1,176 @@
+"""The StyleGAN2 training objective: non-saturating logistic loss, lazy R1 on real images and
+path-length regularization (Karras et al., "Analyzing and Improving the Image Quality of
+StyleGAN", CVPR 2020).
+
+The loss knows nothing about DMD: a masked discriminator is just another `D`, and masks act on
+every D forward pass made here (Gmain, Dmain and the R1 term alike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import training_stats
+
+PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
+
+
+class Loss:
+    """Interface the training loop calls once per phase and minibatch round."""
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        raise NotImplementedError()
+
+
+class StyleGAN2Loss(Loss):
+    def __init__(
+        self,
+        device: torch.device,
+        G: torch.nn.Module,
+        D: torch.nn.Module,
+        augment_pipe: torch.nn.Module
+        | None = None,  # Applied to every D input; None = no augmentation.
+        r1_gamma: float = 10.0,  # R1 weight gamma; the penalty is gamma / 2 * ||grad||^2. 0 = off.
+        style_mixing_prob: float = 0.0,  # Probability of mixing two latents per minibatch. 0 = off.
+        pl_weight: float = 0.0,  # Path-length regularization weight. 0 = off.
+        pl_batch_shrink: int = 2,  # Path-length minibatch is batch_gpu // pl_batch_shrink.
+        pl_decay: float = 0.01,  # Decay of the running mean of path lengths.
+        pl_no_weight_grad: bool = False,  # Reserved for a fast path; gradients still flow to weights.
+    ):
+        self.device = device
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+        self.r1_gamma = float(r1_gamma)
+        self.style_mixing_prob = float(style_mixing_prob)
+        self.pl_weight = float(pl_weight)
+        self.pl_batch_shrink = int(pl_batch_shrink)
+        self.pl_decay = float(pl_decay)
+        self.pl_no_weight_grad = bool(pl_no_weight_grad)
+        self.pl_mean = torch.zeros([], device=device)
+        self._loss_Dgen: torch.Tensor | None = None  # Last Dmain fake-image loss, for Loss/D/loss.
+
+    # ------------------------------------------------------------------------
+    # Network evaluation.
+
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False):
+        """Map z [N, z_dim] and c [N, c_dim] to images [N, C, H, W], with style mixing."""
+        ws = self.G.mapping(z, c, update_emas=update_emas)
+        if self.style_mixing_prob > 0:
+            with torch.autograd.profiler.record_function("style_mixing"):
+                num_ws = ws.shape[1]
+                cutoff = int(torch.randint(1, num_ws, [], device="cpu"))
+                if float(torch.rand([], device="cpu")) >= self.style_mixing_prob:
+                    cutoff = num_ws
+                if cutoff < num_ws:
+                    ws_mix = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+                    ws = torch.cat([ws[:, :cutoff], ws_mix[:, cutoff:]], dim=1)
+        img = self.G.synthesis(ws, update_emas=update_emas)
+        return img, ws
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, update_emas: bool = False):
+        """Return D's logits [N, 1] for images [N, C, H, W], augmented when a pipe is set."""
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img, c, update_emas=update_emas)
+
+    # ------------------------------------------------------------------------
+    # Phases.
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        """Run one phase on one minibatch round and call backward() on its weighted loss.
+
+        `gain` multiplies the loss: the regularization interval for lazy phases, else 1.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"Unknown loss phase {phase!r}; expected one of {PHASES}")
+        if self.pl_weight == 0 and phase == "Greg":
+            return
+        if self.pl_weight == 0:
+            phase = {"Gboth": "Gmain"}.get(phase, phase)
+        if self.r1_gamma == 0:
+            phase = {"Dreg": "", "Dboth": "Dmain"}.get(phase, phase)
+
+        if phase in ("Gmain", "Gboth"):
+            self._accumulate_Gmain(gen_z, gen_c, gain)
+        if phase in ("Greg", "Gboth"):
+            self._accumulate_Greg(gen_z, gen_c, gain)
+        if phase in ("Dmain", "Dboth"):
+            self._accumulate_Dgen(gen_z, gen_c, gain)
+        if phase in ("Dmain", "Dreg", "Dboth"):
+            self._accumulate_Dreal(phase, real_img, real_c, gain)
+
+    def _accumulate_Gmain(self, gen_z, gen_c, gain):
+        # Non-saturating logistic loss: -log(sigmoid(D(G(z)))).
+        with torch.autograd.profiler.record_function("Gmain_forward"):
+            gen_img, _gen_ws = self.run_G(gen_z, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c)
+            training_stats.report("Loss/scores/fake", gen_logits)
+            training_stats.report("Loss/signs/fake", gen_logits.sign())
+            loss_Gmain = F.softplus(-gen_logits)
+            training_stats.report("Loss/G/loss", loss_Gmain)
+        with torch.autograd.profiler.record_function("Gmain_backward"):
+            loss_Gmain.mean().mul(gain).backward()
+
+    def _accumulate_Greg(self, gen_z, gen_c, gain):
+        # Path-length regularization: keep ||J_w^T y|| close to its running mean, where y is
+        # Gaussian noise scaled so the expectation does not depend on the image resolution.
+        with torch.autograd.profiler.record_function("Gpl_forward"):
+            batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+            gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
+            pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+            (pl_grads,) = torch.autograd.grad(
+                outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True
+            )
+            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.pl_decay)
+            self.pl_mean.copy_(pl_mean.detach())
+            pl_penalty = (pl_lengths - pl_mean).square()
+            training_stats.report("Loss/pl_penalty", pl_penalty)
+            loss_Gpl = pl_penalty * self.pl_weight
+            training_stats.report("Loss/G/reg", loss_Gpl)
+        with torch.autograd.profiler.record_function("Gpl_backward"):
+            loss_Gpl.mean().mul(gain).backward()
+
+    def _accumulate_Dgen(self, gen_z, gen_c, gain):
+        # Push D(G(z)) down: softplus(D(G(z))). update_emas lets G track w_avg here only.
+        with torch.autograd.profiler.record_function("Dgen_forward"):
+            gen_img, _gen_ws = self.run_G(gen_z, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img.detach(), gen_c, update_emas=True)
+            training_stats.report("Loss/scores/fake", gen_logits)
+            training_stats.report("Loss/signs/fake", gen_logits.sign())
+            loss_Dgen = F.softplus(gen_logits)
+            self._loss_Dgen = loss_Dgen.detach()
+        with torch.autograd.profiler.record_function("Dgen_backward"):
+            loss_Dgen.mean().mul(gain).backward()
+
+    def _accumulate_Dreal(self, phase, real_img, real_c, gain):
+        # Push D(x) up: softplus(-D(x)); R1 penalizes ||grad_x D(x)||^2 on real images.
+        name = {"Dmain": "Dreal", "Dreg": "Dr1", "Dboth": "Dreal_Dr1"}[phase]
+        with torch.autograd.profiler.record_function(name + "_forward"):
+            real_img_tmp = real_img.detach().requires_grad_(phase in ("Dreg", "Dboth"))
+            real_logits = self.run_D(real_img_tmp, real_c)
+            training_stats.report("Loss/scores/real", real_logits)
+            training_stats.report("Loss/signs/real", real_logits.sign())
+
+            loss_Dreal = torch.zeros([], device=real_logits.device)
+            if phase in ("Dmain", "Dboth"):
+                loss_Dreal = F.softplus(-real_logits)
+                loss_Dgen = self._loss_Dgen
+                if loss_Dgen is None or loss_Dgen.shape != loss_Dreal.shape:
+                    loss_Dgen = torch.zeros_like(loss_Dreal)
+                training_stats.report("Loss/D/loss", loss_Dgen + loss_Dreal)
+
+            loss_Dr1 = torch.zeros([], device=real_logits.device)
+            if phase in ("Dreg", "Dboth"):
+                (r1_grads,) = torch.autograd.grad(
+                    outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True
+                )
+                r1_penalty = r1_grads.square().sum([1, 2, 3])
+                loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
+                training_stats.report("Loss/r1_penalty", r1_penalty)
+                training_stats.report("Loss/D/reg", loss_Dr1)
+        with torch.autograd.profiler.record_function(name + "_backward"):
+            (loss_Dreal + loss_Dr1).mean().mul(gain).backward()
