@@ -245,7 +245,8 @@ class Dataset(torch.utils.data.Dataset):
             )
         if self._xflip[idx]:
             image = image[:, :, ::-1]
-        return np.ascontiguousarray(image), self.get_label(idx)
+        # A writable copy: decoded PIL buffers are read-only, and torch warns when collating them.
+        return np.array(image, order="C"), self.get_label(idx)
 
     def get_label(self, idx: int) -> np.ndarray:
         """Label of item idx as float32 [label_dim]: one-hot for class indices."""

@@ -1,0 +1,62 @@
+"""Training-loop arithmetic checked against hand-computed values."""
+
+import numpy as np
+import pytest
+import torch
+
+from training import training_loop
+
+
+def test_lazy_regularization_scales_lr_and_betas():
+    G = torch.nn.Linear(2, 2)
+    D = torch.nn.Linear(2, 2)
+    opt_kwargs = dict(class_name="torch.optim.Adam", lr=0.002, betas=[0.0, 0.99], eps=1e-8)
+    phases = training_loop.setup_phases(G, D, opt_kwargs, opt_kwargs, 4, 16, torch.device("cpu"))
+    assert [p.name for p in phases] == ["Gmain", "Greg", "Dmain", "Dreg"]
+    assert [p.interval for p in phases] == [1, 4, 1, 16]
+    g_group = phases[0].opt.param_groups[0]
+    d_group = phases[2].opt.param_groups[0]
+    assert g_group["lr"] == pytest.approx(0.002 * 4 / 5)
+    assert g_group["betas"][1] == pytest.approx(0.99 ** (4 / 5))
+    assert d_group["lr"] == pytest.approx(0.002 * 16 / 17)
+    assert d_group["betas"][1] == pytest.approx(0.99 ** (16 / 17))
+    assert d_group["betas"][0] == 0.0
+
+
+def test_no_lazy_regularization_fuses_phases():
+    G = torch.nn.Linear(2, 2)
+    D = torch.nn.Linear(2, 2)
+    opt_kwargs = dict(class_name="torch.optim.Adam", lr=0.002, betas=[0.0, 0.99], eps=1e-8)
+    phases = training_loop.setup_phases(G, D, opt_kwargs, opt_kwargs, None, None, torch.device("cpu"))
+    assert [p.name for p in phases] == ["Gboth", "Dboth"]
+    assert phases[0].opt.param_groups[0]["lr"] == 0.002
+
+
+def test_G_ema_half_life_and_rampup():
+    G = torch.nn.Linear(1, 1, bias=False)
+    G_ema = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        G.weight.fill_(1.0)
+        G_ema.weight.fill_(0.0)
+    # Half-life 10 kimg, batch 32, ramp-up 0.05 at cur_nimg 100k: ema_nimg = min(10k, 5k) = 5k.
+    beta = training_loop.update_G_ema(G, G_ema, cur_nimg=100_000, batch_size=32, ema_kimg=10, ema_rampup=0.05)
+    assert beta == pytest.approx(0.5 ** (32 / 5000))
+    assert float(G_ema.weight.detach()) == pytest.approx(1 - beta, rel=1e-5)  # float32 weights
+    beta = training_loop.update_G_ema(G, G_ema, cur_nimg=10**7, batch_size=32, ema_kimg=10, ema_rampup=None)
+    assert beta == pytest.approx(0.5 ** (32 / 10000))
+
+
+def test_image_grid_layout(tmp_path):
+    import PIL.Image
+
+    images = np.zeros([6, 1, 2, 3], dtype=np.float32)
+    for i in range(6):
+        images[i] = i
+    path = tmp_path / "grid.png"
+    training_loop.save_image_grid(images, str(path), drange=(0, 5), grid_size=(3, 2))
+    grid = np.array(PIL.Image.open(path))
+    assert grid.shape == (4, 9)
+    assert grid[0, 0] == 0
+    assert grid[0, 3] == 51  # Image 1 at column 1: 1 * 255 / 5.
+    assert grid[2, 0] == 153  # Image 3 starts row 1: 3 * 255 / 5.
+    assert grid[3, 8] == 255

@@ -1,0 +1,738 @@
+"""The generic GAN training loop: phases, lazy regularization, G_ema, ticks, snapshots and
+metrics. It imports no network code: G, D, the loss and plug-in hooks are all built from
+`class_name` keyword dicts, so DMD enters only through its discriminator class and hook."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+
+import dnnlib
+from torch_utils import misc, training_stats
+from training import snapshot as snapshot_lib
+
+# ----------------------------------------------------------------------------
+# Image grids.
+
+
+def setup_snapshot_image_grid(training_set, random_seed: int = 0, max_size: int = 32):
+    """Pick grid images: rows of one class each when labeled, else a random sample.
+
+    Returns (grid_size (gw, gh), images uint8 [N, C, H, W], labels [N, c_dim]).
+    """
+    rnd = np.random.RandomState(random_seed)
+    gw = int(np.clip(7680 // training_set.image_shape[2], 7, max_size))
+    gh = int(np.clip(4320 // training_set.image_shape[1], 4, max_size))
+
+    if not training_set.has_labels:
+        all_indices = list(range(len(training_set)))
+        rnd.shuffle(all_indices)
+        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
+    else:
+        # One row per label value, cycling through that label's images.
+        label_groups: dict[tuple, list[int]] = {}
+        for idx in range(len(training_set)):
+            key = tuple(training_set.get_details(idx).raw_label.flat[::-1])
+            label_groups.setdefault(key, []).append(idx)
+        label_order = sorted(label_groups.keys())
+        for key in label_order:
+            rnd.shuffle(label_groups[key])
+        grid_indices = []
+        for y in range(gh):
+            indices = label_groups[label_order[y % len(label_order)]]
+            grid_indices += [indices[x % len(indices)] for x in range(gw)]
+
+    images, labels = zip(*[training_set[i] for i in grid_indices])
+    return (gw, gh), np.stack(images), np.stack(labels)
+
+
+def save_image_grid(
+    img: np.ndarray, path: str, drange: tuple[float, float], grid_size: tuple[int, int]
+):
+    """Tile images [N, C, H, W] into a gw x gh PNG, mapping `drange` to 0..255, atomically."""
+    lo, hi = drange
+    img = np.asarray(img, dtype=np.float32)
+    img = (img - lo) * (255 / (hi - lo))
+    img = np.rint(img).clip(0, 255).astype(np.uint8)
+
+    gw, gh = grid_size
+    _N, C, H, W = img.shape
+    img = img.reshape([gh, gw, C, H, W]).transpose(0, 3, 1, 4, 2).reshape([gh * H, gw * W, C])
+    if C not in (1, 3):
+        raise ValueError(f"Cannot save {C}-channel images as PNG; expected 1 or 3 channels")
+    pil = Image.fromarray(img[:, :, 0], "L") if C == 1 else Image.fromarray(img, "RGB")
+    with dnnlib.util.atomic_write(path) as f:
+        pil.save(f, format="PNG")
+
+
+def generate_grid_images(G_ema, grid_z, grid_c) -> np.ndarray:
+    """Run G_ema on the fixed grid latents (noise 'const') and return float images [N, C, H, W]."""
+    with torch.no_grad():
+        images = [G_ema(z=z, c=c, noise_mode="const").cpu() for z, c in zip(grid_z, grid_c)]
+    return torch.cat(images).numpy()
+
+
+# ----------------------------------------------------------------------------
+# Set-up helpers.
+
+
+def load_training_set(
+    training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_gpu, random_seed
+):
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    sampler = misc.InfiniteSampler(
+        dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset=training_set, sampler=sampler, batch_size=batch_gpu, **data_loader_kwargs
+    )
+    return training_set, iter(loader)
+
+
+def construct_networks(training_set, G_kwargs, D_kwargs, device):
+    common = dict(
+        c_dim=training_set.label_dim,
+        img_resolution=training_set.resolution,
+        img_channels=training_set.num_channels,
+    )
+    G = (
+        dnnlib.util.construct_class_by_name(**G_kwargs, **common)
+        .train()
+        .requires_grad_(False)
+        .to(device)
+    )
+    D = (
+        dnnlib.util.construct_class_by_name(**D_kwargs, **common)
+        .train()
+        .requires_grad_(False)
+        .to(device)
+    )
+    G_ema = copy.deepcopy(G).eval()
+    return G, D, G_ema
+
+
+def resume_networks(resume_pkl, G, D, G_ema, rank):
+    """Copy weights (and plug-in state) from a snapshot into the freshly built networks.
+
+    Raises SnapshotError listing every mismatched tensor when the architectures differ.
+    """
+    if rank == 0:
+        print(f'Resuming from "{resume_pkl}"')
+    data = snapshot_lib.read_snapshot(resume_pkl)
+    for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
+        if data.get(name) is None:
+            raise snapshot_lib.SnapshotError(f"{resume_pkl} holds no {name} network")
+        snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=resume_pkl)
+    return data
+
+
+def setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device):
+    """Build the phase list with lazy regularization (Karras et al. 2020, appendix B).
+
+    A network regularized every k minibatches gets its main and regularization phases
+    separately, and its optimizer's learning rate and betas are scaled by k / (k + 1) so the
+    effective step size matches regularizing every minibatch.
+    """
+    phases = []
+    for name, module, opt_kwargs, reg_interval in [
+        ("G", G, G_opt_kwargs, G_reg_interval),
+        ("D", D, D_opt_kwargs, D_reg_interval),
+    ]:
+        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+        if reg_interval is None:
+            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1)]
+        else:
+            mb_ratio = reg_interval / (reg_interval + 1)
+            opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+            opt_kwargs.betas = [float(beta) ** mb_ratio for beta in opt_kwargs.betas]
+            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + "main", module=module, opt=opt, interval=1)]
+            phases += [
+                dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval)
+            ]
+    for phase in phases:
+        phase.start_event = None
+        phase.end_event = None
+        if device.type == "cuda":
+            phase.start_event = torch.cuda.Event(enable_timing=True)
+            phase.end_event = torch.cuda.Event(enable_timing=True)
+    return phases
+
+
+def optimizer_states(phases) -> dict:
+    return {phase.name[0]: phase.opt.state_dict() for phase in phases}
+
+
+def restore_optimizer_states(phases, states: dict, source: str) -> None:
+    for phase in phases:
+        key = phase.name[0]
+        if key not in states:
+            raise snapshot_lib.SnapshotError(f"{source} holds no optimizer state for {key}")
+        phase.opt.load_state_dict(states[key])
+
+
+# ----------------------------------------------------------------------------
+# One training step.
+
+
+def fetch_minibatch(
+    training_set_iterator, training_set, phases, batch_size, batch_gpu, G, device, rnd
+):
+    """Fetch real images [batch_gpu, C, H, W] chunks and draw per-phase latents and labels.
+
+    Real images are shared by all phases; every phase gets its own z and c, split into rounds
+    of batch_gpu. `rnd` is the loop's seeded numpy RandomState.
+    """
+    real_img, real_c = next(training_set_iterator)
+    real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+    real_c = real_c.to(device).split(batch_gpu)
+
+    num_phases = len(phases)
+    all_gen_z = torch.randn([num_phases * batch_size, G.z_dim], device=device)
+    all_gen_z = [phase_z.split(batch_gpu) for phase_z in all_gen_z.split(batch_size)]
+    label_idx = rnd.randint(len(training_set), size=num_phases * batch_size)
+    all_gen_c = np.stack([training_set.get_label(int(i)) for i in label_idx])
+    all_gen_c = torch.from_numpy(all_gen_c).to(device)
+    all_gen_c = [phase_c.split(batch_gpu) for phase_c in all_gen_c.split(batch_size)]
+    return real_img, real_c, all_gen_z, all_gen_c
+
+
+def run_phase(phase, loss, batch, num_gpus, cur_nimg):
+    """Accumulate gradients of one phase over its rounds, then take one optimizer step."""
+    real_img, real_c, phase_gen_z, phase_gen_c = batch
+    if phase.start_event is not None:
+        phase.start_event.record(torch.cuda.current_stream(real_img[0].device))
+
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    for r_img, r_c, g_z, g_c in zip(real_img, real_c, phase_gen_z, phase_gen_c):
+        loss.accumulate_gradients(
+            phase=phase.name,
+            real_img=r_img,
+            real_c=r_c,
+            gen_z=g_z,
+            gen_c=g_c,
+            gain=phase.interval,
+            cur_nimg=cur_nimg,
+        )
+    phase.module.requires_grad_(False)
+
+    with torch.autograd.profiler.record_function(phase.name + "_opt"):
+        params = [p for p in phase.module.parameters() if p.grad is not None]
+        if num_gpus > 1 and params:
+            # One all-reduce of the flattened gradients; the loss calls submodules such as
+            # G.mapping directly, which DistributedDataParallel's forward wrapper would not see.
+            flat = torch.cat([p.grad.flatten() for p in params])
+            torch.distributed.all_reduce(flat)
+            flat /= num_gpus
+            torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
+            for p, grad in zip(params, flat.split([p.numel() for p in params])):
+                p.grad.copy_(grad.reshape(p.shape))
+        for p in params:
+            # Replace NaN/Inf from rare fp16 overflows so one bad round cannot poison the weights.
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        phase.opt.step()
+
+    if phase.end_event is not None:
+        phase.end_event.record(torch.cuda.current_stream(real_img[0].device))
+
+
+def update_G_ema(G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup):
+    """Exponential moving average of G's weights with a half-life of ema_kimg thousand images.
+
+    With a ramp-up, the half-life is at most cur_nimg * ema_rampup, so early averages do not
+    drag in the random initialization.
+    """
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+    with torch.no_grad():
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, ema_beta))
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+    return ema_beta
+
+
+# ----------------------------------------------------------------------------
+# Tick maintenance: status line, image grids, snapshots, metrics, statistics.
+
+
+class TickReporter:
+    """Status line per tick, plus stats.jsonl and TensorBoard for every reported figure."""
+
+    def __init__(self, run_dir: str, rank: int):
+        self.run_dir = run_dir
+        self.rank = rank
+        self.collector = training_stats.Collector(regex=".*")
+        self.stats_jsonl = None
+        self.stats_tfevents = None
+        if rank == 0 and run_dir:
+            self.stats_jsonl = open(os.path.join(run_dir, "stats.jsonl"), "a", encoding="utf-8")
+            try:
+                from torch.utils import tensorboard
+
+                self.stats_tfevents = tensorboard.SummaryWriter(run_dir)
+            except ImportError:
+                print(
+                    "TensorBoard not installed; skipping tfevents output (pip install tensorboard)"
+                )
+
+    def status_line(self, fields: list[tuple[str, str, str, Any]]) -> str:
+        """Report each (label, slash name, format, value) and join the labels for printing."""
+        parts = []
+        for label, name, fmt, value in fields:
+            text = dnnlib.util.format_time(value) if fmt == "time" else fmt.format(value)
+            parts.append(f"{label} {text}")
+            training_stats.report0(name, value)
+        return " ".join(parts)
+
+    def write(self, cur_nimg: int, timestamp: float) -> None:
+        self.collector.update()
+        stats = self.collector.as_dict()
+        if self.stats_jsonl is not None:
+            record = dict(stats, timestamp=timestamp)
+            self.stats_jsonl.write(json.dumps(record) + "\n")
+            self.stats_jsonl.flush()
+        if self.stats_tfevents is not None:
+            global_step = int(cur_nimg / 1e3)
+            walltime = timestamp
+            for name, value in stats.items():
+                self.stats_tfevents.add_scalar(
+                    name, value.mean, global_step=global_step, walltime=walltime
+                )
+            self.stats_tfevents.flush()
+
+    def close(self) -> None:
+        if self.stats_jsonl is not None:
+            self.stats_jsonl.close()
+        if self.stats_tfevents is not None:
+            self.stats_tfevents.close()
+
+
+def tick_fields(
+    cur_tick, cur_nimg, start_time, tick_start_time, tick_start_nimg, maintenance_time, device
+):
+    tick_end_time = time.time()
+    sec_per_tick = tick_end_time - tick_start_time
+    sec_per_kimg = sec_per_tick / max(cur_nimg - tick_start_nimg, 1) * 1e3
+    fields = [
+        ("tick", "Progress/tick", "{:<5d}", cur_tick),
+        ("kimg", "Progress/kimg", "{:<8.1f}", cur_nimg / 1e3),
+        ("time", "Timing/total_sec", "time", tick_end_time - start_time),
+        ("sec/tick", "Timing/sec_per_tick", "{:<7.1f}", sec_per_tick),
+        ("sec/kimg", "Timing/sec_per_kimg", "{:<7.2f}", sec_per_kimg),
+        ("maintenance", "Timing/maintenance_sec", "{:<6.1f}", maintenance_time),
+        (
+            "cpumem",
+            "Resources/cpu_mem_gb",
+            "{:<6.2f}",
+            psutil.Process(os.getpid()).memory_info().rss / 2**30,
+        ),
+    ]
+    if device.type == "cuda":
+        fields += [
+            (
+                "gpumem",
+                "Resources/peak_gpu_mem_gb",
+                "{:<6.2f}",
+                torch.cuda.max_memory_allocated(device) / 2**30,
+            ),
+            (
+                "reserved",
+                "Resources/peak_gpu_mem_reserved_gb",
+                "{:<6.2f}",
+                torch.cuda.max_memory_reserved(device) / 2**30,
+            ),
+        ]
+        torch.cuda.reset_peak_memory_stats()
+    return fields, tick_end_time
+
+
+def evaluate_metrics(
+    metrics,
+    G_ema,
+    training_set_kwargs,
+    num_gpus,
+    rank,
+    device,
+    run_dir,
+    snapshot_pkl,
+    metric_kwargs,
+):
+    from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
+
+    for metric in metrics:
+        result_dict = metric_main.calc_metric(
+            metric=metric,
+            G=G_ema,
+            dataset_kwargs=training_set_kwargs,
+            num_gpus=num_gpus,
+            rank=rank,
+            device=device,
+            **metric_kwargs,
+        )
+        if rank == 0:
+            metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+        for name, value in result_dict.results.items():
+            training_stats.report0("Metrics/" + name, value)
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+def training_loop(
+    run_dir: str = ".",  # Output directory.
+    training_set_kwargs: dict
+    | None = None,  # Options for the training set (class_name, path, ...).
+    data_loader_kwargs: dict | None = None,  # Options for torch.utils.data.DataLoader.
+    G_kwargs: dict | None = None,  # Options for the generator network (class_name, ...).
+    D_kwargs: dict | None = None,  # Options for the discriminator network (class_name, ...).
+    G_opt_kwargs: dict | None = None,  # Options for the generator optimizer.
+    D_opt_kwargs: dict | None = None,  # Options for the discriminator optimizer.
+    loss_kwargs: dict | None = None,  # Options for the loss (class_name, ...).
+    hook_kwargs: list
+    | None = None,  # Plug-ins called around every step, each a dict with class_name.
+    metrics: list | None = None,  # Metric names evaluated at every network snapshot.
+    metric_kwargs: dict
+    | None = None,  # Extra options for metric_main.calc_metric (detector path, cache).
+    random_seed: int = 0,  # Global random seed.
+    num_gpus: int = 1,  # Number of processes taking part in training.
+    rank: int = 0,  # Rank of this process, 0 .. num_gpus - 1.
+    device: str | torch.device = "cuda",  # Device of this process.
+    batch_size: int = 4,  # Total minibatch size over all processes.
+    batch_gpu: int = 4,  # Samples per forward pass on one process; gradients accumulate.
+    ema_kimg: float = 10,  # Half-life of G_ema in thousands of images.
+    ema_rampup: float | None = 0.05,  # Ramp-up of the half-life; None = no ramp-up.
+    G_reg_interval: int
+    | None = None,  # Minibatches between G regularization; None = every one, fused.
+    D_reg_interval: int
+    | None = 16,  # Minibatches between D regularization; None = every one, fused.
+    total_kimg: float = 25000,  # Length of training in thousands of real images shown.
+    kimg_per_tick: float = 4,  # Progress is reported every this many thousand images.
+    image_snapshot_ticks: int | None = 50,  # Ticks between image grids; None or 0 = never.
+    network_snapshot_ticks: int
+    | None = 50,  # Ticks between snapshots and metrics; None or 0 = never.
+    resume_pkl: str | None = None,  # Snapshot to resume from; None = start fresh.
+    cudnn_benchmark: bool = True,  # Let cuDNN pick the fastest convolution algorithms.
+    abort_fn: Callable[[], bool] | None = None,  # Polled every tick; True stops training early.
+    progress_fn: Callable[[int, int], None] | None = None,  # Called with (cur_nimg, total_nimg).
+):
+    """Train G and D until total_kimg thousand real images have been shown."""
+    training_set_kwargs = dict(training_set_kwargs or {})
+    data_loader_kwargs = dict(data_loader_kwargs or {})
+    G_kwargs = dict(G_kwargs or {})
+    D_kwargs = dict(D_kwargs or {})
+    G_opt_kwargs = dict(G_opt_kwargs or {})
+    D_opt_kwargs = dict(D_opt_kwargs or {})
+    loss_kwargs = dict(loss_kwargs or {})
+    hook_kwargs = list(hook_kwargs or [])
+    metrics = list(metrics or [])
+    metric_kwargs = dict(metric_kwargs or {})
+    start_time = time.time()
+    device = torch.device(device)
+    rnd = np.random.RandomState(random_seed * num_gpus + rank)
+    torch.manual_seed(random_seed * num_gpus + rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would change numerics vs. fp32 runs.
+        torch.backends.cudnn.allow_tf32 = False
+    training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
+
+    if rank == 0:
+        print("Loading training set...")
+    training_set, training_set_iterator = load_training_set(
+        training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_gpu, random_seed
+    )
+    if rank == 0:
+        print(
+            f"Num images: {len(training_set)}  Image shape: {training_set.image_shape}  "
+            f"Label shape: {training_set.label_shape}\n"
+        )
+
+    if rank == 0:
+        print("Constructing networks...")
+    G, D, G_ema = construct_networks(training_set, G_kwargs, D_kwargs, device)
+    resume_data = None
+    if resume_pkl is not None:
+        resume_data = resume_networks(resume_pkl, G, D, G_ema, rank)
+    if rank == 0:
+        z = torch.empty([batch_gpu, G.z_dim], device=device)
+        c = torch.empty([batch_gpu, G.c_dim], device=device)
+        img = misc.print_module_summary(G, [z, c])
+        misc.print_module_summary(D, [img, c])
+
+    broadcast_networks(G, D, G_ema, num_gpus)
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, **loss_kwargs)
+    hooks = [
+        dnnlib.util.construct_class_by_name(**kw, D=D, batch_size=batch_size) for kw in hook_kwargs
+    ]
+    phases = setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
+
+    cur_nimg, cur_tick, batch_idx = 0, 0, 0
+    if resume_data is not None:
+        cur_nimg, cur_tick, batch_idx = restore_progress(
+            resume_data, phases, loss, resume_pkl, rank
+        )
+
+    grid = None
+    if rank == 0:
+        grid = export_initial_grids(
+            run_dir,
+            training_set,
+            G_ema,
+            batch_gpu,
+            random_seed,
+            device,
+            write_reals=resume_data is None,
+        )
+
+    if rank == 0:
+        print(f"Training for {total_kimg} kimg...\n")
+    reporter = TickReporter(run_dir, rank)
+    state = dnnlib.EasyDict(
+        cur_nimg=cur_nimg,
+        cur_tick=cur_tick,
+        batch_idx=batch_idx,
+        start_time=start_time,
+        tick_start_nimg=cur_nimg,
+        tick_start_time=time.time(),
+        maintenance_time=0.0,
+    )
+    state.maintenance_time = state.tick_start_time - start_time
+    total_nimg = int(total_kimg * 1000)
+    if progress_fn is not None:
+        progress_fn(state.cur_nimg, total_nimg)
+
+    done = False
+    while not done:
+        batch = fetch_minibatch(
+            training_set_iterator, training_set, phases, batch_size, batch_gpu, G, device, rnd
+        )
+        for hook in hooks:
+            hook.on_step_begin(state.cur_nimg)
+        run_step(phases, loss, batch, state, num_gpus)
+        state.cur_nimg += batch_size
+        state.batch_idx += 1
+        update_G_ema(G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup)
+        for hook in hooks:
+            hook.on_step_end(state.cur_nimg)
+
+        # Perform maintenance tasks once per tick.
+        done = state.cur_nimg >= total_nimg
+        if (
+            not done
+            and state.cur_tick != 0
+            and state.cur_nimg < state.tick_start_nimg + kimg_per_tick * 1000
+        ):
+            continue
+        done = end_tick(
+            state,
+            done,
+            G,
+            D,
+            G_ema,
+            phases,
+            loss,
+            hooks,
+            reporter,
+            grid,
+            run_dir,
+            training_set_kwargs,
+            metrics,
+            metric_kwargs,
+            num_gpus,
+            rank,
+            device,
+            image_snapshot_ticks,
+            network_snapshot_ticks,
+            abort_fn,
+            total_nimg,
+        )
+        if progress_fn is not None:
+            progress_fn(state.cur_nimg, total_nimg)
+
+    reporter.close()
+    if rank == 0:
+        print("\nExiting...")
+
+
+def broadcast_networks(G, D, G_ema, num_gpus):
+    """Give every rank rank 0's initial weights and buffers."""
+    if num_gpus > 1:
+        for module in [G, D, G_ema]:
+            for tensor in misc.params_and_buffers(module):
+                torch.distributed.broadcast(tensor, src=0)
+
+
+def run_step(phases, loss, batch, state, num_gpus):
+    real_img, real_c, all_gen_z, all_gen_c = batch
+    for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+        if state.batch_idx % phase.interval != 0:
+            continue
+        run_phase(
+            phase, loss, (real_img, real_c, phase_gen_z, phase_gen_c), num_gpus, state.cur_nimg
+        )
+
+
+def restore_progress(resume_data, phases, loss, resume_pkl, rank):
+    progress = resume_data.get("progress") or {}
+    if resume_data.get("optimizers"):
+        restore_optimizer_states(phases, resume_data["optimizers"], resume_pkl)
+    loss_state = resume_data.get("loss_state") or {}
+    if "pl_mean" in loss_state and hasattr(loss, "pl_mean"):
+        loss.pl_mean.copy_(loss_state["pl_mean"])
+    cur_nimg = int(progress.get("cur_nimg", 0))
+    cur_tick = int(progress.get("cur_tick", 0))
+    batch_idx = int(progress.get("batch_idx", 0))
+    if rank == 0:
+        print(
+            f"Resumed at kimg {cur_nimg / 1e3:.1f}, tick {cur_tick}, optimizer state "
+            f"{'restored' if resume_data.get('optimizers') else 'not in the snapshot (fresh)'}"
+        )
+    return cur_nimg, cur_tick, batch_idx
+
+
+def export_initial_grids(run_dir, training_set, G_ema, batch_gpu, random_seed, device, write_reals):
+    """Write reals.png and fakes_init.png; return the fixed latents used for every fakes grid."""
+    print("Exporting sample images...")
+    grid_size, images, labels = setup_snapshot_image_grid(
+        training_set=training_set, random_seed=random_seed
+    )
+    if write_reals:
+        save_image_grid(
+            images, os.path.join(run_dir, "reals.png"), drange=(0, 255), grid_size=grid_size
+        )
+    generator = torch.Generator(device="cpu").manual_seed(random_seed)
+    grid_z = (
+        torch.randn([labels.shape[0], G_ema.z_dim], generator=generator).to(device).split(batch_gpu)
+    )
+    grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
+    images = generate_grid_images(G_ema, grid_z, grid_c)
+    if write_reals:
+        save_image_grid(
+            images, os.path.join(run_dir, "fakes_init.png"), drange=(-1, 1), grid_size=grid_size
+        )
+    return dnnlib.EasyDict(size=grid_size, z=grid_z, c=grid_c)
+
+
+def end_tick(
+    state,
+    done,
+    G,
+    D,
+    G_ema,
+    phases,
+    loss,
+    hooks,
+    reporter,
+    grid,
+    run_dir,
+    training_set_kwargs,
+    metrics,
+    metric_kwargs,
+    num_gpus,
+    rank,
+    device,
+    image_snapshot_ticks,
+    network_snapshot_ticks,
+    abort_fn,
+    total_nimg,
+):
+    """Print the status line, write grids, snapshots and metrics; return True to stop."""
+    fields, tick_end_time = tick_fields(
+        state.cur_tick,
+        state.cur_nimg,
+        state.start_time,
+        state.tick_start_time,
+        state.tick_start_nimg,
+        state.maintenance_time,
+        device,
+    )
+    line = reporter.status_line(fields)
+    extra = " ".join(hook.status_fields() for hook in hooks)
+    if rank == 0:
+        print(line + (" " + extra if extra else ""))
+
+    if not done and abort_fn is not None and abort_fn():
+        done = True
+        if rank == 0:
+            print("\nAborting...")
+
+    if rank == 0 and image_snapshot_ticks and (done or state.cur_tick % image_snapshot_ticks == 0):
+        images = generate_grid_images(G_ema, grid.z, grid.c)
+        path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
+        save_image_grid(images, path, drange=(-1, 1), grid_size=grid.size)
+
+    if network_snapshot_ticks and (done or state.cur_tick % network_snapshot_ticks == 0):
+        snapshot_pkl = os.path.join(run_dir, f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl")
+        if rank == 0:
+            save_network_snapshot(
+                snapshot_pkl,
+                G,
+                D,
+                G_ema,
+                phases,
+                loss,
+                state,
+                training_set_kwargs,
+                reporter.run_dir,
+            )
+        if metrics:
+            if rank == 0:
+                print("Evaluating metrics...")
+            evaluate_metrics(
+                metrics,
+                G_ema,
+                training_set_kwargs,
+                num_gpus,
+                rank,
+                device,
+                run_dir,
+                snapshot_pkl,
+                metric_kwargs,
+            )
+
+    # Collect statistics and start the next tick.
+    timestamp = time.time()
+    reporter.write(state.cur_nimg, timestamp)
+    state.cur_tick += 1
+    state.tick_start_nimg = state.cur_nimg
+    state.tick_start_time = time.time()
+    state.maintenance_time = state.tick_start_time - tick_end_time
+    return done
+
+
+def save_network_snapshot(
+    snapshot_pkl, G, D, G_ema, phases, loss, state, training_set_kwargs, run_dir
+):
+    options = None
+    options_path = os.path.join(run_dir, "training_options.json")
+    if os.path.isfile(options_path):
+        with open(options_path, encoding="utf-8") as f:
+            options = json.load(f)
+    snapshot_lib.save_network_snapshot(
+        snapshot_pkl,
+        {"G": G, "D": D, "G_ema": G_ema},
+        optimizers=optimizer_states(phases),
+        progress={
+            "cur_nimg": state.cur_nimg,
+            "cur_tick": state.cur_tick + 1,
+            "batch_idx": state.batch_idx,
+        },
+        loss_state={"pl_mean": loss.pl_mean.detach().cpu()} if hasattr(loss, "pl_mean") else {},
+        training_set_kwargs=dict(training_set_kwargs),
+        training_options=options,
+    )
+    print(f"Saved {os.path.basename(snapshot_pkl)}")
