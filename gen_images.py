@@ -1,0 +1,107 @@
+"""Generate images from a network snapshot, one PNG per seed.
+
+    python gen_images.py --network=training-runs/00000-.../network-snapshot-000016.pkl \\
+        --seeds=0-7 --trunc=1 --outdir=out
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+from training import snapshot as snapshot_lib
+
+
+def parse_range(value: str | list) -> list[int]:
+    """Parse '1,2,5-10' into [1, 2, 5, 6, 7, 8, 9, 10]."""
+    if isinstance(value, list):
+        return value
+    numbers = []
+    for part in value.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)-(\d+)", part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if hi < lo:
+                raise click.BadParameter(f"range {part!r} ends before it starts")
+            numbers.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            numbers.append(int(part))
+        else:
+            raise click.BadParameter(f"expected numbers and ranges like '0,3,5-9', got {part!r}")
+    return numbers
+
+
+def make_label(G, class_idx: int | None, device: torch.device) -> torch.Tensor:
+    """Return the label [1, c_dim] for `--class`, checking it fits the network."""
+    label = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            print("Warning: --class is ignored because the network is unconditional")
+        return label
+    if class_idx is None:
+        raise click.ClickException(
+            f"The network is conditional ({G.c_dim} classes); pass --class=0..{G.c_dim - 1}"
+        )
+    if not 0 <= class_idx < G.c_dim:
+        raise click.ClickException(
+            f"--class={class_idx} is out of range; valid classes are 0..{G.c_dim - 1}"
+        )
+    label[:, class_idx] = 1
+    return label
+
+
+def save_image(img: torch.Tensor, path: str) -> None:
+    """Save one image [C, H, W] in [-1, 1] as an 8-bit PNG (grayscale for 1 channel)."""
+    array = (img.permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    if array.shape[2] == 1:
+        pil = PIL.Image.fromarray(array[:, :, 0], "L")
+    elif array.shape[2] == 3:
+        pil = PIL.Image.fromarray(array, "RGB")
+    else:
+        raise click.ClickException(f"Cannot save {array.shape[2]}-channel images as PNG")
+    with dnnlib.util.atomic_write(path) as f:
+        pil.save(f, format="PNG")
+
+
+# fmt: off
+@click.command()
+@click.option("--network",    "network_pkl", help="Network snapshot to load", metavar="PKL",             required=True)
+@click.option("--seeds",      help="Random seeds, e.g. '0,1,4-6'", metavar="LIST",                      type=parse_range, required=True)
+@click.option("--trunc",      "truncation_psi", help="Truncation psi (1 = no truncation)", metavar="FLOAT", type=float, default=1, show_default=True)
+@click.option("--class",      "class_idx", help="Class label for conditional networks", metavar="INT",   type=click.IntRange(min=0))
+@click.option("--noise-mode", help="Per-pixel noise: fresh random, fixed per layer, or off",             type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--outdir",     help="Where to save the images", metavar="DIR",                            type=str, required=True)
+@click.option("--device",     help="Device to run on",                                                   type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+# fmt: on
+def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, device):
+    """Generate one image per seed with G_ema from a network snapshot."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    print(f'Loading networks from "{network_pkl}"...')
+    try:
+        G = snapshot_lib.load_network_snapshot(network_pkl, device=device).G_ema
+    except (FileNotFoundError, snapshot_lib.SnapshotError) as err:
+        raise click.ClickException(str(err)) from err
+    if G is None:
+        raise click.ClickException(f"{network_pkl} holds no G_ema network")
+
+    os.makedirs(outdir, exist_ok=True)
+    label = make_label(G, class_idx, device)
+    for seed_idx, seed in enumerate(seeds):
+        print(f"Generating image for seed {seed} ({seed_idx + 1}/{len(seeds)}) ...")
+        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
+        with torch.no_grad():
+            img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        save_image(img[0], os.path.join(outdir, f"seed{seed:04d}.png"))
+
+
+if __name__ == "__main__":
+    main()

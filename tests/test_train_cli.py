@@ -1,0 +1,107 @@
+"""train.py start-up checks: every invalid option combination fails before training, naming
+the flag; a dry run prints the options and creates nothing."""
+
+import os
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import train
+
+
+def make_zip(path, num_images=8, resolution=16, channels=1, labels=False):
+    """Write a tiny dataset zip of random images, optionally with dataset.json labels."""
+    rnd = np.random.RandomState(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        names = []
+        for i in range(num_images):
+            shape = [resolution, resolution] if channels == 1 else [resolution, resolution, 3]
+            pixels = rnd.randint(0, 256, size=shape, dtype=np.uint8)
+            name = f"img{i:04d}.png"
+            with zf.open(name, "w") as f:
+                PIL.Image.fromarray(pixels).save(f, format="PNG")
+            names.append(name)
+        if labels:
+            import json
+
+            zf.writestr("dataset.json", json.dumps({"labels": [[n, i % 3] for i, n in enumerate(names)]}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data_zip(tmp_path_factory):
+    return make_zip(tmp_path_factory.mktemp("data") / "tiny-16x16.zip")
+
+
+def invoke(args):
+    return CliRunner().invoke(train.main, args, catch_exceptions=False)
+
+
+def base_args(outdir, data):
+    return [f"--outdir={outdir}", "--cfg=stylegan2", f"--data={data}", "--gpus=1", "--batch=8",
+            "--gamma=1", "--metrics=none", "--device=cpu", "--cbase=256", "--cmax=16"]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--batch=6", "--gpus=4"], "--batch=6 must be a multiple of --gpus=4"),
+        (["--batch-gpu=3"], "--batch=8 must be a multiple of --gpus times --batch-gpu"),
+        (["--batch=8", "--mbstd-group=3"], "must be a multiple of --mbstd-group=3"),
+        (["--metrics=fid_nonsense"], "unknown metric 'fid_nonsense'"),
+        (["--cond=1"], "--cond=True requires labels"),
+        (["--aug=ada"], "--aug=ada is not implemented yet"),
+        (["--cfg=stylegan3-t"], "--cfg=stylegan3-t is not implemented yet"),
+        (["--resume=/nonexistent/snap.pkl"], "--resume=/nonexistent/snap.pkl: file not found"),
+        (["--dmd=1", "--dmd-layers=7"], "--dmd-layers"),
+        (["--dmd=1", "--dmd-layers=a,b"], "--dmd-layers"),
+        (["--gpus=2", "--batch=8"], "--gpus=2 with --device=cpu is not supported"),
+    ],
+)
+def test_cli_rejects_invalid_options(tmp_path, data_zip, extra, expected):
+    result = invoke(base_args(tmp_path / "runs", data_zip) + extra)
+    assert result.exit_code != 0
+    assert expected in result.output
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("extra", [["--dmd-ratio=1.0"], ["--dmd-policy=sometimes"], ["--dmd-interval=0"]])
+def test_cli_rejects_out_of_range_dmd_values(tmp_path, data_zip, extra):
+    result = invoke(base_args(tmp_path / "runs", data_zip) + extra)
+    assert result.exit_code == 2
+    assert extra[0].split("=")[0] in result.output
+
+
+def test_cli_missing_data_names_path(tmp_path):
+    result = invoke(base_args(tmp_path / "runs", tmp_path / "missing.zip"))
+    assert result.exit_code != 0
+    assert "missing.zip" in result.output
+
+
+def test_cli_dry_run_prints_and_creates_nothing(tmp_path, data_zip):
+    result = invoke(base_args(tmp_path / "runs", data_zip) + ["--dmd=1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "Dry run" in result.output
+    assert "dmd_patch.networks.DMDDiscriminator" in result.output
+    assert "-dmd-toggle-r0.25-int4" in result.output
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_cli_dry_run_baseline_directory_name(tmp_path, data_zip):
+    result = invoke(base_args(tmp_path / "runs", data_zip) + ["--dry-run", "--desc=mytest"])
+    assert result.exit_code == 0, result.output
+    assert "00000-stylegan2-tiny-16x16-gpus1-batch8-gamma1-nodmd-mytest" in result.output
+    assert "training.networks_stylegan2.Discriminator" in result.output
+
+
+def test_cli_default_dmd_layer_and_options(tmp_path, data_zip):
+    args = base_args(tmp_path / "runs", data_zip)
+    args += ["--dmd=1", "--dmd-ratio=0.5", "--dmd-policy=pulse", "--dmd-interval=2", "--dry-run"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert '"ratio": 0.5' in result.output
+    assert '"policy": "pulse"' in result.output
+    assert "-dmd-pulse-r0.5-int2" in result.output

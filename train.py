@@ -1,0 +1,429 @@
+"""Train a GAN, optionally with the dynamically masked discriminator (DMD).
+
+Options and run-directory files follow NVIDIA's StyleGAN2-ADA/StyleGAN3 `train.py`; the
+`--dmd*` options switch on and configure the method of Zhang et al., "Dynamically Masked
+Discriminator for GANs" (NeurIPS 2023).
+
+Example, the CPU demo on the bundled Fashion-MNIST data:
+
+    python train.py --outdir=training-runs --cfg=stylegan2 --data=data/fashion-mnist-32x32.zip \\
+        --gpus=1 --batch=16 --gamma=0.1 --cbase=2048 --cmax=128 --map-depth=2 --dmd=1 --kimg=16
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+import click
+import torch
+
+import dnnlib
+from training import training_loop
+
+# ----------------------------------------------------------------------------
+# Process launch.
+
+
+def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
+    """Set up logging and torch.distributed for one process, then run the training loop."""
+    log_path = os.path.join(c.run_dir, "log.txt") if rank == 0 else None
+    logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
+    try:
+        if c.num_gpus > 1:
+            init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
+            backend = "nccl" if c.device_type == "cuda" else "gloo"
+            torch.distributed.init_process_group(
+                backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=c.num_gpus
+            )
+        device = torch.device("cuda", rank) if c.device_type == "cuda" else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        kwargs = {k: v for k, v in c.items() if k not in ("run_dir_name", "device_type")}
+        training_loop.training_loop(rank=rank, device=device, **kwargs)
+    finally:
+        if c.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        logger.close()
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """Return `outdir/NNNNN-desc` with the next free run number."""
+    prev_ids = []
+    if os.path.isdir(outdir):
+        for name in os.listdir(outdir):
+            match = re.match(r"^\d+", name)
+            if match and os.path.isdir(os.path.join(outdir, name)):
+                prev_ids.append(int(match.group()))
+    cur_id = max(prev_ids, default=-1) + 1
+    return os.path.join(outdir, f"{cur_id:05d}-{desc}")
+
+
+def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -> None:
+    c.run_dir = next_run_dir(outdir, desc)
+    if os.path.exists(c.run_dir):
+        raise click.ClickException(
+            f"Run directory {c.run_dir} already exists; pick another --outdir"
+        )
+
+    print()
+    print("Training options:")
+    print(json.dumps(c, indent=2))
+    print()
+    print(f"Output directory:    {c.run_dir}")
+    print(f"Number of GPUs:      {c.num_gpus}")
+    print(f"Device:              {c.device_type}")
+    print(f"Batch size:          {c.batch_size} images")
+    print(f"Training duration:   {c.total_kimg} kimg")
+    print(f"Dataset path:        {c.training_set_kwargs.path}")
+    print(f"Dataset size:        {c.training_set_kwargs.max_size} images")
+    print(f"Dataset resolution:  {c.training_set_kwargs.resolution}")
+    print(f"Dataset labels:      {c.training_set_kwargs.use_labels}")
+    print(f"Dataset x-flips:     {c.training_set_kwargs.xflip}")
+    print(f"DMD:                 {describe_dmd(c)}")
+    print()
+
+    if dry_run:
+        print("Dry run; exiting.")
+        return
+
+    print("Creating output directory...")
+    os.makedirs(c.run_dir)
+    with dnnlib.util.atomic_write(os.path.join(c.run_dir, "training_options.json"), "w") as f:
+        json.dump(c, f, indent=2)
+
+    print("Launching processes...")
+    torch.multiprocessing.set_start_method("spawn", force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if c.num_gpus == 1:
+            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+        else:
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+
+
+def describe_dmd(c: dnnlib.EasyDict) -> str:
+    dmd_kwargs = c.D_kwargs.get("dmd_kwargs")
+    if dmd_kwargs is None:
+        return "off"
+    return ", ".join(f"{k}={v}" for k, v in dmd_kwargs.items())
+
+
+# ----------------------------------------------------------------------------
+# Option parsing helpers.
+
+
+def parse_comma_list(value: str | list | None) -> list[str]:
+    if value is None or isinstance(value, list):
+        return value or []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_int_list(value: str | None, flag: str) -> list[int] | None:
+    """Parse '8,16' into [8, 16]; '' or None means 'use the default'."""
+    items = parse_comma_list(value)
+    if not items:
+        return None
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {value!r}", param_hint=flag
+        ) from None
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException(
+            "--device=cuda: no CUDA device is available; use --device=cpu or auto"
+        )
+    return device
+
+
+def open_training_set(data: str, use_labels: bool, mirror: bool) -> tuple[dnnlib.EasyDict, str]:
+    """Open the data once to validate it and fill in resolution, labels and size."""
+    training_set_kwargs = dnnlib.EasyDict(
+        class_name="training.dataset.ImageFolderDataset",
+        path=data,
+        use_labels=False,
+        max_size=None,
+        xflip=False,
+    )
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+        if use_labels and not dataset.labels_available:
+            raise click.ClickException(
+                f"--cond=True requires labels, but {data} has no dataset.json labels; "
+                f"use --cond=False or convert labeled data with dataset_tool.py"
+            )
+        if use_labels:
+            dataset.close()
+            training_set_kwargs.use_labels = True
+            dataset = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"--data={data}: {err}") from err
+    training_set_kwargs.resolution = dataset.resolution
+    training_set_kwargs.max_size = len(dataset)
+    training_set_kwargs.xflip = mirror
+    name = dataset.name
+    dataset.close()
+    return training_set_kwargs, name
+
+
+def dmd_kwargs_from_options(opts: dnnlib.EasyDict, img_resolution: int) -> dict | None:
+    """Build and validate the DMD options; None when --dmd is off."""
+    if not opts.dmd:
+        return None
+    from dmd_patch.config import DMDConfig
+
+    config = DMDConfig(
+        interval_kimg=opts.dmd_interval,
+        detect=opts.dmd_detect,
+        ema_beta=opts.dmd_ema_beta,
+        tol=opts.dmd_tol,
+        warmup_kimg=opts.dmd_warmup,
+        speed=opts.dmd_speed,
+        policy=opts.dmd_policy,
+        layers=parse_int_list(opts.dmd_layers, "--dmd-layers"),
+        ratio=opts.dmd_ratio,
+        rescale=bool(opts.dmd_rescale),
+        resample=opts.dmd_resample,
+        seed=opts.seed,
+    )
+    try:
+        config.validate(img_resolution)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    return config.to_dict()
+
+
+def dmd_desc(dmd_kwargs: dict | None) -> str:
+    if dmd_kwargs is None:
+        return "nodmd"
+    return f"dmd-{dmd_kwargs['policy']}-r{dmd_kwargs['ratio']:g}-int{dmd_kwargs['interval_kimg']:g}"
+
+
+# ----------------------------------------------------------------------------
+# Validation and configuration.
+
+
+def validate_options(opts: dnnlib.EasyDict) -> None:
+    """Reject option values that cannot work, naming the flag and the legal values."""
+    if opts.cfg in ("stylegan3-t", "stylegan3-r"):
+        raise click.ClickException(f"--cfg={opts.cfg} is not implemented yet; use --cfg=stylegan2")
+    if opts.aug != "noaug":
+        raise click.ClickException(
+            f"--aug={opts.aug} is not implemented yet (adaptive augmentation is planned); use --aug=noaug"
+        )
+    if opts.batch % opts.gpus != 0:
+        raise click.ClickException(f"--batch={opts.batch} must be a multiple of --gpus={opts.gpus}")
+    batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    if opts.batch % (opts.gpus * batch_gpu) != 0:
+        raise click.ClickException(
+            f"--batch={opts.batch} must be a multiple of --gpus times --batch-gpu ({opts.gpus} x {batch_gpu})"
+        )
+    if batch_gpu % opts.mbstd_group != 0:
+        raise click.ClickException(
+            f"--batch-gpu={batch_gpu} (per-process batch) must be a multiple of --mbstd-group={opts.mbstd_group}"
+        )
+    if opts.device == "cpu" and opts.gpus > 1:
+        raise click.ClickException(
+            f"--gpus={opts.gpus} with --device=cpu is not supported yet; use --gpus=1 on CPU"
+        )
+    if opts.resume is not None and not os.path.isfile(opts.resume):
+        raise click.ClickException(f"--resume={opts.resume}: file not found")
+    from metrics import metric_main
+
+    for metric in opts.metrics:
+        if not metric_main.is_valid_metric(metric):
+            raise click.ClickException(
+                f"--metrics: unknown metric {metric!r}; valid metrics are "
+                f"{', '.join(metric_main.list_valid_metrics())}, or 'none'"
+            )
+
+
+def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
+    """Turn the command-line options into training_loop() keyword arguments and a run name."""
+    c = dnnlib.EasyDict()
+    c.training_set_kwargs, dataset_name = open_training_set(opts.data, opts.cond, opts.mirror)
+    img_resolution = c.training_set_kwargs.resolution
+    c.data_loader_kwargs = dnnlib.EasyDict(
+        num_workers=opts.workers, pin_memory=opts.device == "cuda"
+    )
+    if opts.workers > 0:
+        c.data_loader_kwargs.prefetch_factor = 2
+
+    map_depth = (
+        opts.map_depth if opts.map_depth is not None else (8 if opts.cfg == "stylegan2" else 2)
+    )
+    c.G_kwargs = dnnlib.EasyDict(
+        class_name="training.networks_stylegan2.Generator",
+        z_dim=512,
+        w_dim=512,
+        channel_base=opts.cbase,
+        channel_max=opts.cmax,
+        mapping_kwargs=dnnlib.EasyDict(num_layers=map_depth, w_avg_beta=0.995),
+        fused_modconv_default="inference_only",
+    )
+    c.D_kwargs = dnnlib.EasyDict(
+        class_name="training.networks_stylegan2.Discriminator",
+        channel_base=opts.cbase,
+        channel_max=opts.cmax,
+        block_kwargs=dnnlib.EasyDict(freeze_layers=opts.freezed),
+        mapping_kwargs=dnnlib.EasyDict(),
+        epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=opts.mbstd_group),
+    )
+    num_fp16_res, conv_clamp = (0, None) if opts.fp32 else (4, 256)
+    for kwargs in (c.G_kwargs, c.D_kwargs):
+        kwargs.num_fp16_res = num_fp16_res
+        kwargs.conv_clamp = conv_clamp
+
+    dmd_kwargs = dmd_kwargs_from_options(opts, img_resolution)
+    c.hook_kwargs = []
+    if dmd_kwargs is not None:
+        c.D_kwargs.class_name = "dmd_patch.networks.DMDDiscriminator"
+        c.D_kwargs.dmd_kwargs = dmd_kwargs
+        c.hook_kwargs.append(dnnlib.EasyDict(class_name="dmd_patch.hook.DMDHook"))
+
+    glr = opts.glr if opts.glr is not None else 0.002
+    c.G_opt_kwargs = dnnlib.EasyDict(
+        class_name="torch.optim.Adam", lr=glr, betas=[0.0, 0.99], eps=1e-8
+    )
+    c.D_opt_kwargs = dnnlib.EasyDict(
+        class_name="torch.optim.Adam", lr=opts.dlr, betas=[0.0, 0.99], eps=1e-8
+    )
+    c.loss_kwargs = dnnlib.EasyDict(
+        class_name="training.loss.StyleGAN2Loss",
+        r1_gamma=opts.gamma,
+        style_mixing_prob=0.9,
+        pl_weight=2.0,
+        pl_batch_shrink=2,
+        pl_decay=0.01,
+        pl_no_weight_grad=True,
+    )
+    c.G_reg_interval = 4
+    c.D_reg_interval = 16
+
+    c.num_gpus = opts.gpus
+    c.device_type = opts.device
+    c.batch_size = opts.batch
+    c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    c.ema_kimg = c.batch_size * 10 / 32
+    c.ema_rampup = 0.05
+    c.metrics = opts.metrics
+    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector)
+    c.total_kimg = opts.kimg
+    c.kimg_per_tick = opts.tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.random_seed = opts.seed
+    c.cudnn_benchmark = not opts.nobench
+    if opts.resume is not None:
+        c.resume_pkl = os.path.abspath(opts.resume)
+        c.ema_rampup = None  # A resumed G_ema is already a good average.
+
+    desc = f"{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}"
+    desc += "-" + dmd_desc(dmd_kwargs)
+    if opts.desc:
+        desc += f"-{opts.desc}"
+    return c, desc
+
+
+def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
+    """Find the Inception network now, so a missing file fails before any training."""
+    if not opts.metrics:
+        return
+    from metrics import detector
+
+    try:
+        opts.detector = detector.resolve_inception_detector(opts.detector)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise click.ClickException(f"--metrics={','.join(opts.metrics)}: {err}") from err
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+# fmt: off
+@click.command()
+# Required.
+@click.option("--outdir",       help="Where to make the run directory", metavar="DIR",              type=str, required=True)
+@click.option("--cfg",          help="Base configuration",                                          type=click.Choice(["stylegan3-t", "stylegan3-r", "stylegan2"]), required=True)
+@click.option("--data",         help="Training data: a zip or folder made by dataset_tool.py", metavar="[ZIP|DIR]", type=str, required=True)
+@click.option("--gpus",         help="Number of GPUs (processes) to use", metavar="INT",           type=click.IntRange(min=1), required=True)
+@click.option("--batch",        help="Total batch size over all GPUs, in images", metavar="INT",   type=click.IntRange(min=1), required=True)
+@click.option("--gamma",        help="R1 regularization weight", metavar="FLOAT",                  type=click.FloatRange(min=0), required=True)
+# Optional features.
+@click.option("--cond",         help="Train a class-conditional model from dataset.json labels", metavar="BOOL", type=bool, default=False, show_default=True)
+@click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
+@click.option("--aug",          help="Augmentation mode (only noaug is implemented so far)",       type=click.Choice(["noaug", "ada", "fixed"]), default="noaug", show_default=True)
+@click.option("--resume",       help="Resume from a network snapshot", metavar="PKL",              type=str)
+@click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
+# Misc hyperparameters.
+@click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
+@click.option("--target",       help="Target value of the ADA overfitting heuristic", metavar="FLOAT", type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
+@click.option("--batch-gpu",    help="Images per forward pass on one GPU [default: batch/gpus]", metavar="INT", type=click.IntRange(min=1))
+@click.option("--cbase",        help="Channel base: channels at resolution r are min(cbase/r, cmax)", metavar="INT", type=click.IntRange(min=1), default=32768, show_default=True)
+@click.option("--cmax",         help="Maximum number of channels per layer", metavar="INT",        type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2]", metavar="FLOAT", type=click.FloatRange(min=0))
+@click.option("--dlr",          help="D learning rate", metavar="FLOAT",                           type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option("--map-depth",    help="Mapping network depth  [default: 8 for stylegan2]", metavar="INT", type=click.IntRange(min=1))
+@click.option("--mbstd-group",  help="Minibatch standard deviation group size", metavar="INT",    type=click.IntRange(min=1), default=4, show_default=True)
+# DMD.
+@click.option("--dmd",          help="Use the dynamically masked discriminator", metavar="BOOL",   type=bool, default=False, show_default=True)
+@click.option("--dmd-interval", help="Time interval between detections, in kimg", metavar="KIMG",  type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
+@click.option("--dmd-detect",   help="Reference speed: previous interval's or an EMA of past ones", type=click.Choice(["prev", "ema"]), default="prev", show_default=True)
+@click.option("--dmd-ema-beta", help="EMA decay of the reference speed for --dmd-detect=ema", metavar="FLOAT", type=click.FloatRange(min=0, max=1), default=0.9, show_default=True)
+@click.option("--dmd-tol",      help="Detect when speed < (1 - tol) * reference", metavar="FLOAT", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True)
+@click.option("--dmd-warmup",   help="No detection before this many kimg", metavar="KIMG",         type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option("--dmd-speed",    help="Learning speed over all parameters or averaged per block",  type=click.Choice(["global", "block"]), default="global", show_default=True)
+@click.option("--dmd-policy",   help="How detections switch the masks",                           type=click.Choice(["toggle", "pulse", "always", "never"]), default="toggle", show_default=True)
+@click.option("--dmd-layers",   help="D block output resolutions to mask, e.g. 8,16  [default: max(8, res/8)]", metavar="LIST", type=str, default="")
+@click.option("--dmd-ratio",    help="Fraction of feature-map positions zeroed by a mask", metavar="FLOAT", type=click.FloatRange(min=0, max=1, max_open=True), default=0.25, show_default=True)
+@click.option("--dmd-rescale",  help="Scale kept positions by 1/(1-ratio)", metavar="BOOL",        type=bool, default=True, show_default=True)
+@click.option("--dmd-resample", help="Draw a mask pattern per masked interval or per minibatch",  type=click.Choice(["interval", "batch"]), default="interval", show_default=True)
+# Misc settings.
+@click.option("--desc",         help="String to include in the run directory name", metavar="STR", type=str)
+@click.option("--metrics",      help="Quality metrics, comma-separated, or 'none'", metavar="[NAME|A,B,C|none]", type=parse_comma_list, default="fid50k_full", show_default=True)
+@click.option("--detector",     help="Inception network for FID/KID: path or URL  [default: search]", metavar="PATH|URL", type=str)
+@click.option("--kimg",         help="Training duration, in thousands of real images", metavar="KIMG", type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
+@click.option("--tick",         help="How often to print progress, in kimg", metavar="KIMG",       type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
+@click.option("--snap",         help="How often to save snapshots and images, in ticks", metavar="TICKS", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed",         help="Random seed", metavar="INT",                                 type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--fp32",         help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
+@click.option("--nobench",      help="Disable cuDNN benchmarking", metavar="BOOL",                 type=bool, default=False, show_default=True)
+@click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
+# fmt: on
+def main(**kwargs):
+    """Train a StyleGAN2 network, optionally with the dynamically masked discriminator.
+
+    \b
+    # CPU demo on the bundled Fashion-MNIST data, with DMD
+    python train.py --outdir=training-runs --cfg=stylegan2 --data=data/fashion-mnist-32x32.zip \\
+        --gpus=1 --batch=16 --gamma=0.1 --cbase=2048 --cmax=128 --map-depth=2 --dmd=1 \\
+        --kimg=16 --tick=2 --snap=4 --metrics=fid500
+
+    \b
+    # Your own data on 8 GPUs, baseline vs. DMD
+    python dataset_tool.py --source=~/images --dest=~/datasets/mydata-256x256.zip --resolution=256x256
+    python train.py --outdir=~/training-runs --cfg=stylegan2 --data=~/datasets/mydata-256x256.zip \\
+        --gpus=8 --batch=64 --gamma=1 --dmd=0
+    python train.py --outdir=~/training-runs --cfg=stylegan2 --data=~/datasets/mydata-256x256.zip \\
+        --gpus=8 --batch=64 --gamma=1 --dmd=1
+    """
+    opts = dnnlib.EasyDict(kwargs)
+    opts.metrics = [m for m in opts.metrics if m.lower() != "none"]
+    opts.device = resolve_device(opts.device)
+    validate_options(opts)
+    resolve_detector_early(opts)
+    c, desc = build_config(opts)
+    launch_training(c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
+
+
+if __name__ == "__main__":
+    main()
