@@ -67,8 +67,9 @@ class DMDHook:
         report = self.module.dmd_end_step(cur_nimg)
         if report is None:
             return None
-        if report.speed is not None:
-            training_stats.report("DMD/speed", report.speed)
+        # An empty value registers the name without a sample, which keeps the names in the
+        # same order on every rank (the cross-rank reduction pairs them by position).
+        training_stats.report("DMD/speed", [] if report.speed is None else report.speed)
         training_stats.report("DMD/retarded", float(report.retarded))
         training_stats.report("DMD/masked", float(report.masked))
         training_stats.report("DMD/toggles", float(report.toggles))

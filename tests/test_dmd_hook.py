@@ -6,6 +6,7 @@ import torch
 import dmd_patch.hook
 from dmd_patch.hook import DMDHook
 from dmd_patch.networks import DMDDiscriminator
+from torch_utils import training_stats
 from training.networks_stylegan2 import Discriminator
 
 D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=512, channel_max=32)
@@ -104,8 +105,28 @@ def test_first_boundary_reports_no_speed(reported):
     perturb(D, 0.1, seed=1)
     assert hook.on_step_end(8).speed is not None
     names = [name for name, _ in reported]
-    assert names[:3] == ["DMD/retarded", "DMD/masked", "DMD/toggles"]
-    assert names[3] == "DMD/speed"
+    assert names == ["DMD/speed", "DMD/retarded", "DMD/masked", "DMD/toggles"] * 2
+    assert reported[0][1] == []
+    assert reported[4][1] > 0
+
+
+def test_stats_reach_collector():
+    D = make_dmd(interval_kimg=0.004)
+    hook = DMDHook(D, batch_size=4)
+    collector = training_stats.Collector(regex="DMD/.*")
+    collector.update()  # Start from a clean interval.
+    hook.on_step_begin(0)
+    for step, scale in [(1, 0.2), (2, 0.05)]:
+        perturb(D, scale, seed=step)
+        hook.on_step_end(step * 4)
+    collector.update()
+    speeds = D.dmd_detector.speeds
+    assert collector.num("DMD/speed") == 2
+    assert collector.mean("DMD/speed") == pytest.approx(sum(speeds) / 2)
+    assert collector.num("DMD/retarded") == 2
+    assert collector.mean("DMD/retarded") == pytest.approx(0.5)
+    assert collector.mean("DMD/masked") == pytest.approx(0.5)
+    assert collector.mean("DMD/toggles") == pytest.approx(0.5)
 
 
 def test_detection_prints_line(reported, capsys):
