@@ -41,8 +41,9 @@ def test_r1_gradient_matches_hand_computation():
     gamma, gain = 4.0, 16.0
     loss = StyleGAN2Loss(torch.device("cpu"), G, D, r1_gamma=gamma)
     real = torch.randn(3, *shape)
-    loss.accumulate_gradients("Dreg", real, torch.zeros(3, 0), torch.randn(3, 3), torch.zeros(3, 0),
-                              gain=gain, cur_nimg=0)
+    loss.accumulate_gradients(
+        "Dreg", real, torch.zeros(3, 0), torch.randn(3, 3), torch.zeros(3, 0), gain=gain, cur_nimg=0
+    )
     # loss = gain * gamma / 2 * sum(w^2)  =>  d/dw = gain * gamma * w
     expected = gain * gamma * D.w.detach().numpy()
     np.testing.assert_allclose(D.w.grad.numpy(), expected, rtol=1e-6)
@@ -55,7 +56,9 @@ def test_dmain_gradient_matches_float64_reference():
     loss = StyleGAN2Loss(torch.device("cpu"), G, D, r1_gamma=0)
     real = torch.randn(4, *shape)
     z = torch.randn(4, 3)
-    loss.accumulate_gradients("Dmain", real, torch.zeros(4, 0), z, torch.zeros(4, 0), gain=1, cur_nimg=0)
+    loss.accumulate_gradients(
+        "Dmain", real, torch.zeros(4, 0), z, torch.zeros(4, 0), gain=1, cur_nimg=0
+    )
 
     # softplus(D(fake)) + softplus(-D(real)), averaged: d/dw = mean(sigmoid(s_f) x_f - sigmoid(-s_r) x_r)
     w = D.w.detach().double().numpy()
@@ -75,8 +78,9 @@ def test_path_length_penalty_matches_numpy():
     loss = StyleGAN2Loss(torch.device("cpu"), G, D, pl_weight=2.0, pl_batch_shrink=1, pl_decay=0.5)
     torch.manual_seed(5)
     z = torch.randn(2, 3)
-    loss.accumulate_gradients("Greg", torch.zeros(2, *shape), torch.zeros(2, 0), z, torch.zeros(2, 0),
-                              gain=1, cur_nimg=0)
+    loss.accumulate_gradients(
+        "Greg", torch.zeros(2, *shape), torch.zeros(2, 0), z, torch.zeros(2, 0), gain=1, cur_nimg=0
+    )
 
     # Same noise draw as the loss: randn_like(img) / sqrt(H * W) right after the seed.
     torch.manual_seed(5)

@@ -25,7 +25,9 @@ def tiny_networks(seed=0):
 def test_snapshot_round_trip(tmp_path):
     G, D = tiny_networks()
     path = str(tmp_path / "network-snapshot-000000.pkl")
-    snapshot_lib.save_network_snapshot(path, {"G": G, "D": D, "G_ema": G}, progress={"cur_nimg": 1234})
+    snapshot_lib.save_network_snapshot(
+        path, {"G": G, "D": D, "G_ema": G}, progress={"cur_nimg": 1234}
+    )
     data = snapshot_lib.load_network_snapshot(path)
     assert data.progress["cur_nimg"] == 1234
     for name, module in [("G", G), ("D", D), ("G_ema", G)]:
@@ -106,13 +108,17 @@ def test_snapshot_rejects_unknown_class_name(tmp_path):
     buffer = io.BytesIO()
     torch.save({"format": snapshot_lib.SNAPSHOT_FORMAT, "format_version": 1, "G": entry}, buffer)
     path.write_bytes(buffer.getvalue())
-    with pytest.raises(snapshot_lib.SnapshotError, match="'os.system', which is not in the allowed set"):
+    with pytest.raises(
+        snapshot_lib.SnapshotError, match="'os.system', which is not in the allowed set"
+    ):
         snapshot_lib.load_network_snapshot(str(path))
 
 
 def test_state_mismatch_lists_tensors():
     _G, D_small = tiny_networks()
-    D_big = Discriminator(c_dim=0, img_resolution=16, img_channels=1, channel_base=256, channel_max=32)
+    D_big = Discriminator(
+        c_dim=0, img_resolution=16, img_channels=1, channel_base=256, channel_max=32
+    )
     with pytest.raises(snapshot_lib.SnapshotError) as info:
         snapshot_lib.load_state_checked(D_big, D_small.state_dict(), source="old.pkl")
     message = str(info.value)

@@ -27,7 +27,9 @@ def make_zip(path, num_images=8, resolution=16, channels=1, labels=False):
         if labels:
             import json
 
-            zf.writestr("dataset.json", json.dumps({"labels": [[n, i % 3] for i, n in enumerate(names)]}))
+            zf.writestr(
+                "dataset.json", json.dumps({"labels": [[n, i % 3] for i, n in enumerate(names)]})
+            )
     return str(path)
 
 
@@ -41,8 +43,18 @@ def invoke(args):
 
 
 def base_args(outdir, data):
-    return [f"--outdir={outdir}", "--cfg=stylegan2", f"--data={data}", "--gpus=1", "--batch=8",
-            "--gamma=1", "--metrics=none", "--device=cpu", "--cbase=256", "--cmax=16"]
+    return [
+        f"--outdir={outdir}",
+        "--cfg=stylegan2",
+        f"--data={data}",
+        "--gpus=1",
+        "--batch=8",
+        "--gamma=1",
+        "--metrics=none",
+        "--device=cpu",
+        "--cbase=256",
+        "--cmax=16",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -68,7 +80,9 @@ def test_cli_rejects_invalid_options(tmp_path, data_zip, extra, expected):
     assert not os.path.exists(tmp_path / "runs")
 
 
-@pytest.mark.parametrize("extra", [["--dmd-ratio=1.0"], ["--dmd-policy=sometimes"], ["--dmd-interval=0"]])
+@pytest.mark.parametrize(
+    "extra", [["--dmd-ratio=1.0"], ["--dmd-policy=sometimes"], ["--dmd-interval=0"]]
+)
 def test_cli_rejects_out_of_range_dmd_values(tmp_path, data_zip, extra):
     result = invoke(base_args(tmp_path / "runs", data_zip) + extra)
     assert result.exit_code == 2

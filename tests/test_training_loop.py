@@ -27,7 +27,9 @@ def test_no_lazy_regularization_fuses_phases():
     G = torch.nn.Linear(2, 2)
     D = torch.nn.Linear(2, 2)
     opt_kwargs = dict(class_name="torch.optim.Adam", lr=0.002, betas=[0.0, 0.99], eps=1e-8)
-    phases = training_loop.setup_phases(G, D, opt_kwargs, opt_kwargs, None, None, torch.device("cpu"))
+    phases = training_loop.setup_phases(
+        G, D, opt_kwargs, opt_kwargs, None, None, torch.device("cpu")
+    )
     assert [p.name for p in phases] == ["Gboth", "Dboth"]
     assert phases[0].opt.param_groups[0]["lr"] == 0.002
 
@@ -39,10 +41,14 @@ def test_G_ema_half_life_and_rampup():
         G.weight.fill_(1.0)
         G_ema.weight.fill_(0.0)
     # Half-life 10 kimg, batch 32, ramp-up 0.05 at cur_nimg 100k: ema_nimg = min(10k, 5k) = 5k.
-    beta = training_loop.update_G_ema(G, G_ema, cur_nimg=100_000, batch_size=32, ema_kimg=10, ema_rampup=0.05)
+    beta = training_loop.update_G_ema(
+        G, G_ema, cur_nimg=100_000, batch_size=32, ema_kimg=10, ema_rampup=0.05
+    )
     assert beta == pytest.approx(0.5 ** (32 / 5000))
     assert float(G_ema.weight.detach()) == pytest.approx(1 - beta, rel=1e-5)  # float32 weights
-    beta = training_loop.update_G_ema(G, G_ema, cur_nimg=10**7, batch_size=32, ema_kimg=10, ema_rampup=None)
+    beta = training_loop.update_G_ema(
+        G, G_ema, cur_nimg=10**7, batch_size=32, ema_kimg=10, ema_rampup=None
+    )
     assert beta == pytest.approx(0.5 ** (32 / 10000))
 
 
