@@ -19,7 +19,7 @@ def unwrap_module(D: torch.nn.Module) -> torch.nn.Module:
 
 
 class DMDHook:
-    """Calls into a DMDDiscriminator before each minibatch and after each optimizer step."""
+    """Training-loop hook that drives a DMDDiscriminator around each optimizer step."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class DMDHook:
         return report
 
     def status_fields(self) -> str:
-        """Return the DMD fields of the tick line, e.g. 'dmd masked 1 toggles 3 speed 1.2e-03'."""
+        """Return the DMD fields of the tick line, e.g. 'dmd masked 1 toggles 3 speed 1.23e-03'."""
         module = self.module
         speed = module.dmd_last_speed
         speed_text = "-" if speed is None else f"{speed:.2e}"
@@ -92,7 +92,7 @@ def describe_boundary(report: BoundaryReport) -> str:
     if report.retarded:
         cause = (
             f"retarded at kimg {report.kimg:g} "
-            f"(speed {report.speed:.2e} < ref {report.reference:.2e})"
+            f"(speed {report.speed:.3e} < ref {report.reference:.3e})"
         )
     else:
         cause = f"pulse ended at kimg {report.kimg:g}"
