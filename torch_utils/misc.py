@@ -209,12 +209,16 @@ def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
 
 
 def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = None) -> None:
-    """Raise AssertionError naming the first parameter or buffer that differs from rank 0.
+    """Raise AssertionError naming the parameters and buffers that differ from rank 0.
+
     Names fully matching `ignore_regex` (prefixed with the module's class name, for example
-    'Generator.synthesis.b4.conv1.noise_const') are skipped. NaNs compare as equal. Does
-    nothing unless torch.distributed is initialized."""
+    'Generator.synthesis.b4.conv1.noise_const') are skipped. NaNs compare as equal. Every
+    tensor is compared before raising, so all ranks join the same broadcasts. Does nothing
+    unless torch.distributed is initialized.
+    """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
+    mismatches = []
     for name, tensor in named_params_and_buffers(module):
         full_name = f"{type(module).__name__}.{name}"
         if ignore_regex is not None and re.fullmatch(ignore_regex, full_name):
@@ -225,7 +229,10 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         reference = tensor.clone()
         torch.distributed.broadcast(tensor=reference, src=0)
         if not torch.equal(tensor, reference):
-            raise AssertionError(f"{full_name} differs between rank 0 and this rank")
+            mismatches.append(full_name)
+    if mismatches:
+        names = ", ".join(mismatches)
+        raise AssertionError(f"Tensors differ between rank 0 and this rank: {names}")
 
 
 # ----------------------------------------------------------------------------
