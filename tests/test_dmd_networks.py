@@ -4,6 +4,7 @@ import copy
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,3 +254,31 @@ def test_network_snapshot_carries_state(tmp_path):
     expected = run_steps(uninterrupted, STEPS_AFTER)
     observed = run_steps(resumed, STEPS_AFTER)
     assert observed == expected
+
+
+def test_block_speed_matches_numpy():
+    _, dmd = make_pair({"interval_kimg": 0.004, "speed": "block"})
+    dmd.dmd_begin_batch(0)
+    before = {
+        name: param.detach().double().numpy().copy() for name, param in dmd.named_parameters()
+    }
+    perturb(dmd, 0.1, seed=1)
+    report = dmd.dmd_end_step(4)
+    ratios = []
+    for block in ("b16", "b8", "b4"):
+        names = [name for name in before if name.startswith(block + ".")]
+        prev = np.concatenate([before[name].ravel() for name in names])
+        cur = np.concatenate(
+            [dmd.get_parameter(name).detach().double().numpy().ravel() for name in names]
+        )
+        ratios.append(np.linalg.norm(cur - prev) / (np.linalg.norm(prev) + 1e-8))
+    assert report.speed == pytest.approx(np.mean(ratios), rel=1e-5)
+
+
+def test_frozen_layers_not_compared():
+    # Frozen layers keep their weights as buffers, so only trainable tensors are compared.
+    frozen = DMDDiscriminator(**D_KWARGS, block_kwargs={"freeze_layers": 4})
+    groups = frozen.dmd_params_by_block()
+    trainable = sum(p.numel() for group in groups.values() for p in group)
+    assert trainable == sum(p.numel() for p in frozen.parameters())
+    assert trainable < sum(p.numel() for p in DMDDiscriminator(**D_KWARGS).parameters())
