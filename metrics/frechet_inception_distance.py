@@ -26,6 +26,10 @@ def frechet_distance(
     symmetric eigensolver returns them as real numbers without the imaginary rounding noise
     of a general square root. Raises ValueError for mismatched shapes, non-finite values, or
     matrices that are not symmetric positive semidefinite.
+
+    NOTE: with fewer samples than features the covariances are singular, and rounding noise in
+    their zero eigenvalues survives the square roots: FID of 10 Inception feature vectors
+    against themselves came out as -2e-4, about 1e-6 times the covariance trace.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)

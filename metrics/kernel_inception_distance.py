@@ -19,8 +19,8 @@ def kernel_inception_distance(
     drawn without replacement from each set. Features are [N, D]; subsets come from a
     generator seeded with `seed`.
     """
-    real_features = np.asarray(real_features, np.float64)
-    gen_features = np.asarray(gen_features, np.float64)
+    real_features = np.asarray(real_features)
+    gen_features = np.asarray(gen_features)
     if real_features.ndim != 2 or gen_features.shape[1:] != real_features.shape[1:]:
         raise ValueError(
             f"KID needs feature arrays [N, D] with equal D, got {list(real_features.shape)} "
@@ -37,6 +37,7 @@ def kernel_inception_distance(
     for _ in range(num_subsets):
         x = real_features[rng.choice(len(real_features), subset_size, replace=False)]
         y = gen_features[rng.choice(len(gen_features), subset_size, replace=False)]
+        x, y = x.astype(np.float64), y.astype(np.float64)
         total += _mmd2_unbiased(x, y)
     return total / num_subsets
 

@@ -84,7 +84,7 @@ def report_metric(
 ) -> None:
     """Print a result as one JSON line and append it to <run_dir>/metric-<metric>.jsonl.
 
-    The line holds the result fields, the snapshot's file name and a Unix timestamp. The file is
+    The line contains the result fields, the snapshot's file name and a Unix timestamp. The file is
     rewritten atomically with the new line at the end, so a crash never leaves half a line.
     """
     record = dict(result_dict)

@@ -95,8 +95,8 @@ class MetricOptions:
 
 
 class ProgressMonitor:
-    """Prints '<tag>: done/total images, rate, time left' at most once per interval, and at the
-    end. Does nothing when `verbose` is False."""
+    """Progress lines '<tag>: done/total images, rate, elapsed, time left', printed at most once
+    per `interval_s` seconds and once more at the end, and only when `verbose` is True."""
 
     def __init__(self, tag: str, num_items: int, verbose: bool, interval_s: float = 5.0):
         self.tag = tag
@@ -179,7 +179,7 @@ class FeatureStats:
         self._sum_outer += centered.T @ centered
 
     def get_all(self) -> np.ndarray:
-        """All features, float32 [N, D]."""
+        """Return all features, float32 [N, D]."""
         if self.kind != "all":
             raise ValueError("get_all() needs statistics of kind 'all'.")
         if not self._rows:
@@ -187,7 +187,7 @@ class FeatureStats:
         return np.concatenate(self._rows)
 
     def get_mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean [D] and unbiased covariance [D, D] (divided by N - 1, as numpy.cov), float64."""
+        """Return the mean [D] and unbiased covariance [D, D] (divided by N - 1, as numpy.cov), float64."""
         if self.num_items < 2:
             raise ValueError(f"A covariance needs at least 2 feature rows, got {self.num_items}.")
         if self.kind == "all":

@@ -1,5 +1,5 @@
 """FID, KID, feature statistics and the metric pipeline, checked against references written here
-with numpy and scipy. A tiny TorchScript network stands in for the Inception detector."""
+with numpy and scipy. A tiny TorchScript network replaces the Inception detector."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def write_npz_dataset(path, images, labels=None):
 
 
 class CallLog(list):
-    """A list that deepcopy shares instead of copying, so it sees calls of a copied module."""
+    """A list that deepcopy shares instead of copying, so it records calls of a copied module."""
 
     def __deepcopy__(self, memo):
         return self
@@ -375,7 +375,7 @@ def test_kid_pipeline_matches_reference(tmp_path, detector_path):
     result = metric_main.calc_metric(
         "kid100_full", **metric_kwargs(dataset_kwargs, detector_path, PatternGenerator())
     )
-    # With 100 images per set, every subset holds all of both sets, and MMD ignores row order.
+    # With 100 images per set, every subset contains both whole sets, and MMD ignores row order.
     generated = expected_generated_images(100)
     expected = reference_kid_full_sets(reference_features(real), reference_features(generated))
     assert result.results.kid100_full == pytest.approx(expected, rel=1e-4)
@@ -542,3 +542,39 @@ def test_report_metric_appends_json_lines(tmp_path, detector_path, capsys):
     ]:
         assert field in record, field
     assert capsys.readouterr().out.count('"metric": "fid100_full"') == 2
+
+
+# ----------------------------------------------------------------------------
+# Two processes.
+
+
+def two_process_worker(rank, init_file, dataset_kwargs, detector_path, out_dir):
+    """Compute real and generated features as rank `rank` of 2 and save them from rank 0."""
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's connections on the loopback interface
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+    )
+    try:
+        kwargs = metric_kwargs(dataset_kwargs, detector_path, PatternGenerator())
+        opts = metric_utils.MetricOptions(**kwargs, num_gpus=2, rank=rank, cache=False)
+        real, _ = metric_utils.compute_real_stats(opts, "all")
+        gen = metric_utils.compute_generated_stats(opts, "all", 9)
+        np.save(os.path.join(out_dir, f"real{rank}.npy"), real.get_all())
+        np.save(os.path.join(out_dir, f"gen{rank}.npy"), gen.get_all())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_match_one(tmp_path, detector_path):
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", random_images(19, 7))
+    opts = metric_utils.MetricOptions(
+        **metric_kwargs(dataset_kwargs, detector_path, PatternGenerator())
+    )
+    real, _ = metric_utils.compute_real_stats(opts, "all")
+    gen = metric_utils.compute_generated_stats(opts, "all", 9)
+
+    args = (str(tmp_path / "init"), dataset_kwargs, detector_path, str(tmp_path))
+    torch.multiprocessing.spawn(two_process_worker, args=args, nprocs=2)
+    for rank in range(2):
+        np.testing.assert_allclose(np.load(tmp_path / f"real{rank}.npy"), real.get_all(), rtol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"gen{rank}.npy"), gen.get_all(), rtol=1e-6)
