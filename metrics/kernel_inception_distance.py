@@ -16,8 +16,8 @@ def kernel_inception_distance(
 ) -> float:
     """Return the unbiased estimate of squared MMD with the kernel k(x, y) = (x.y / D + 1)^3,
     averaged over `num_subsets` random subsets of m = min(N_real, N_gen, max_subset_size) rows
-    drawn without replacement from each set. Features are [N, D]; subsets come from a
-    generator seeded with `seed`.
+    drawn without replacement from each set. Features are [N, D], and the subsets come from a
+    random generator seeded with `seed`.
     """
     real_features = np.asarray(real_features)
     gen_features = np.asarray(gen_features)
