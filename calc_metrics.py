@@ -121,7 +121,7 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
         )
     elif recorded is not None:
         dataset_kwargs = dnnlib.EasyDict(recorded)
-        dataset_kwargs.max_size = None  # The _full metrics use every real image.
+        dataset_kwargs.max_size = None  # Every real image; metrics without _full cap the count.
     else:
         raise click.UsageError(
             "The snapshot records no training dataset: give the real images with --data."
@@ -169,7 +169,8 @@ def main(
     beside it.
 
     Valid metric names are fid<count>_full and kid<count>_full with count 100, 500, 1k, 2k, 5k,
-    10k or 50k: the number of generated images, compared against all real images.
+    10k or 50k: the number of generated images, compared against all real images. Without
+    _full (fid500, kid2k, ...) the real statistics use the first <count> real images.
     """
     metric_names = parse_metric_names(metrics)
     if not os.path.isfile(network_pkl):

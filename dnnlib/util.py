@@ -88,7 +88,9 @@ class Logger:
 
     Use as a context manager or call close(); the original streams are restored on close."""
 
-    def __init__(self, file_name: str | None = None, file_mode: str = "a", should_flush: bool = True):
+    def __init__(
+        self, file_name: str | None = None, file_mode: str = "a", should_flush: bool = True
+    ):
         self.file = open(file_name, file_mode, encoding="utf-8") if file_name else None
         self.should_flush = should_flush
         self.stdout = sys.stdout
@@ -96,7 +98,7 @@ class Logger:
         sys.stdout = self
         sys.stderr = self
 
-    def __enter__(self) -> "Logger":
+    def __enter__(self) -> Logger:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -144,7 +146,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp_path = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -229,8 +233,10 @@ def open_url(
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             data = response.read()
     except OSError as err:
-        raise OSError(f"Download of {url} failed: {err}. Check the address and the network, "
-                      f"or download the file by hand and pass its local path instead.") from err
+        raise OSError(
+            f"Download of {url} failed: {err}. Check the address and the network, "
+            f"or download the file by hand and pass its local path instead."
+        ) from err
     if verbose:
         print(" done")
 

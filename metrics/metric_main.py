@@ -1,9 +1,10 @@
 """Metric names, evaluation of a metric by name, and the metric-<name>.jsonl records.
 
-Names have the form <kind><count>_full: kind is fid or kid, count is the number of generated
-images (100, 500, 1k, 2k, 5k, 10k or 50k), and _full means the real statistics cover the whole
-dataset. fid50k_full and kid50k_full are the standard ones; the smaller counts are for quick
-CPU runs and give values that are comparable only at equal counts.
+Names have the form <kind><count>[_full]: kind is fid or kid, count is the number of generated
+images (100, 500, 1k, 2k, 5k, 10k or 50k). With _full the real statistics cover the whole
+dataset; without it they cover the first <count> real images, as in upstream's fid50k.
+fid50k_full and kid50k_full are the standard ones; the smaller counts are for quick CPU runs
+and give values that are comparable only at equal counts.
 """
 
 from __future__ import annotations
@@ -29,23 +30,30 @@ METRIC_FUNCS = {
     "fid": frechet_inception_distance.compute_fid,
     "kid": kernel_inception_distance.compute_kid,
 }
-_NAME_PATTERN = re.compile(r"^(?P<kind>[a-z]+)(?P<count>\d+k?)_full$")
+_NAME_PATTERN = re.compile(r"^(?P<kind>[a-z]+)(?P<count>\d+k?)(?P<full>_full)?$")
 
 
 def list_valid_metrics() -> list[str]:
-    return [f"{kind}{count}_full" for kind in METRIC_FUNCS for count in METRIC_COUNTS]
+    return [
+        f"{kind}{count}{suffix}"
+        for kind in METRIC_FUNCS
+        for suffix in ("_full", "")
+        for count in METRIC_COUNTS
+    ]
 
 
 def is_valid_metric(metric: str) -> bool:
     return _parse_metric(metric) is not None
 
 
-def _parse_metric(metric: str) -> tuple[str, int] | None:
-    """Return (kind, number of generated images) for a valid name, else None."""
+def _parse_metric(metric: str) -> tuple[str, int, int | None] | None:
+    """Return (kind, number of generated images, max real images or None for all) for a
+    valid name, else None."""
     match = _NAME_PATTERN.match(metric) if isinstance(metric, str) else None
     if match is None or match["kind"] not in METRIC_FUNCS or match["count"] not in METRIC_COUNTS:
         return None
-    return match["kind"], METRIC_COUNTS[match["count"]]
+    num_gen = METRIC_COUNTS[match["count"]]
+    return match["kind"], num_gen, None if match["full"] else num_gen
 
 
 def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
@@ -61,11 +69,11 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
         raise ValueError(
             f"Unknown metric {metric!r}. Valid metrics: {', '.join(list_valid_metrics())}."
         )
-    kind, num_gen = parsed
+    kind, num_gen, max_real = parsed
     opts = metric_utils.MetricOptions(**kwargs)
 
     start_time = time.time()
-    value, info = METRIC_FUNCS[kind](opts, num_gen)
+    value, info = METRIC_FUNCS[kind](opts, num_gen, max_real=max_real)
     total_time = time.time() - start_time
 
     return dnnlib.EasyDict(

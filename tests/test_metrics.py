@@ -319,9 +319,11 @@ def test_metric_names():
     assert "fid50k_full" in names
     assert "kid50k_full" in names
     assert "fid100_full" in names
+    assert "fid50k" in names
+    assert "kid500" in names
     for name in names:
         assert metric_main.is_valid_metric(name)
-    for name in ["fid50k", "fid3k_full", "fid50000_full", "pr50k3_full", "", "FID50k_full"]:
+    for name in ["fid3k_full", "fid50000_full", "pr50k3_full", "", "FID50k_full"]:
         assert not metric_main.is_valid_metric(name), name
 
 
@@ -367,6 +369,19 @@ def test_fid_pipeline_matches_reference(tmp_path, detector_path):
     assert result.detector_sha256 == detector_lib.file_sha256(detector_path)
     assert result.fingerprint == NpzDataset(dataset_kwargs["path"]).content_fingerprint()
     assert result.cache_file is not None and os.path.isfile(result.cache_file)
+
+
+def test_fid_without_full_uses_first_real_images(tmp_path, detector_path):
+    real = random_images(seed=9, num=120)
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", real)
+    G = PatternGenerator()
+    result = metric_main.calc_metric("fid100", **metric_kwargs(dataset_kwargs, detector_path, G))
+
+    generated = expected_generated_images(100)
+    expected = reference_fid(reference_features(generated), reference_features(real[:100]))
+    assert result.num_real == 100
+    assert result.num_gen == 100
+    assert result.results.fid100 == pytest.approx(expected, rel=1e-5)
 
 
 def test_kid_pipeline_matches_reference(tmp_path, detector_path):
