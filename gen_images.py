@@ -91,7 +91,7 @@ def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, devi
     except (FileNotFoundError, snapshot_lib.SnapshotError) as err:
         raise click.ClickException(str(err)) from err
     if G is None:
-        raise click.ClickException(f"{network_pkl} holds no G_ema network")
+        raise click.ClickException(f"{network_pkl} contains no G_ema network")
 
     os.makedirs(outdir, exist_ok=True)
     label = make_label(G, class_idx, device)

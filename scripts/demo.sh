@@ -11,7 +11,7 @@ bash scripts/setup_env.sh
 .venv/bin/python train.py \
     --outdir=training-runs --cfg=stylegan2 --data=data/fashion-mnist-32x32.zip \
     --gpus=1 --batch=16 --gamma=0.1 --cbase=2048 --cmax=128 --map-depth=2 --workers=1 \
-    --dmd=1 --dmd-interval=1 --kimg=8 --tick=1 --snap=4 --metrics=fid500 \
+    --dmd=1 --dmd-interval=1 --kimg=8 --tick=1 --snap=4 --metrics=fid500 --device=auto \
     "$@"
 
 run_dir="$(ls -d training-runs/*/ | sort | tail -n 1)"

@@ -2,7 +2,7 @@
 path-length regularization (Karras et al., "Analyzing and Improving the Image Quality of
 StyleGAN", CVPR 2020).
 
-The loss knows nothing about DMD: a masked discriminator is just another `D`, and masks act on
+The loss has no DMD code. A masked discriminator is just another `D`, and its masks act on
 every D forward pass made here (Gmain, Dmain and the R1 term alike).
 """
 

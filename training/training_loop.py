@@ -129,7 +129,7 @@ def resume_networks(resume_pkl, G, D, G_ema, rank):
     data = snapshot_lib.read_snapshot(resume_pkl)
     for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
         if data.get(name) is None:
-            raise snapshot_lib.SnapshotError(f"{resume_pkl} holds no {name} network")
+            raise snapshot_lib.SnapshotError(f"{resume_pkl} contains no {name} network; pick a snapshot written by train.py")
         snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=resume_pkl)
     return data
 
@@ -176,7 +176,7 @@ def restore_optimizer_states(phases, states: dict, source: str) -> None:
     for phase in phases:
         key = phase.name[0]
         if key not in states:
-            raise snapshot_lib.SnapshotError(f"{source} holds no optimizer state for {key}")
+            raise snapshot_lib.SnapshotError(f"{source} contains no optimizer state for {key}")
         phase.opt.load_state_dict(states[key])
 
 
