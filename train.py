@@ -100,6 +100,7 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
         if c.num_gpus == 1:
             subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
         else:
+            # NOTE: the multi-GPU path (one process per GPU, NCCL) has not been run on GPUs yet.
             torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
 
 
@@ -145,9 +146,10 @@ def resolve_device(device: str) -> str:
 
 def open_training_set(data: str, use_labels: bool, mirror: bool) -> tuple[dnnlib.EasyDict, str]:
     """Open the data once to validate it and fill in resolution, labels and size."""
+    # An absolute path, so resumed runs and calc_metrics.py find the data from any directory.
     training_set_kwargs = dnnlib.EasyDict(
         class_name="training.dataset.ImageFolderDataset",
-        path=data,
+        path=os.path.abspath(data),
         use_labels=False,
         max_size=None,
         xflip=False,
@@ -314,7 +316,7 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.ema_kimg = c.batch_size * 10 / 32
     c.ema_rampup = 0.05
     c.metrics = opts.metrics
-    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector)
+    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector, progress=True)
     c.total_kimg = opts.kimg
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap

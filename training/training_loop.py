@@ -129,7 +129,9 @@ def resume_networks(resume_pkl, G, D, G_ema, rank):
     data = snapshot_lib.read_snapshot(resume_pkl)
     for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
         if data.get(name) is None:
-            raise snapshot_lib.SnapshotError(f"{resume_pkl} contains no {name} network; pick a snapshot written by train.py")
+            raise snapshot_lib.SnapshotError(
+                f"{resume_pkl} contains no {name} network; pick a snapshot written by train.py"
+            )
         snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=resume_pkl)
     return data
 
@@ -359,31 +361,17 @@ def tick_fields(
     return fields, tick_end_time
 
 
-def evaluate_metrics(
-    metrics,
-    G_ema,
-    training_set_kwargs,
-    num_gpus,
-    rank,
-    device,
-    run_dir,
-    snapshot_pkl,
-    metric_kwargs,
-):
+def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str) -> None:
+    """Compute every requested metric of G_ema and append it to metric-<name>.jsonl."""
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
-    for metric in metrics:
+    for metric in ctx.metrics:
         result_dict = metric_main.calc_metric(
-            metric=metric,
-            G=G_ema,
-            dataset_kwargs=training_set_kwargs,
-            num_gpus=num_gpus,
-            rank=rank,
-            device=device,
-            **metric_kwargs,
-        )
-        if rank == 0:
-            metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+            metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
+            num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
+        )  # fmt: skip
+        if ctx.rank == 0:
+            metric_main.report_metric(result_dict, run_dir=ctx.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result_dict.results.items():
             training_stats.report0("Metrics/" + name, value)
 
@@ -500,16 +488,17 @@ def training_loop(
 
     if rank == 0:
         print(f"Training for {total_kimg} kimg...\n")
-    reporter = TickReporter(run_dir, rank)
+    ctx = dnnlib.EasyDict(
+        G=G, D=D, G_ema=G_ema, phases=phases, loss=loss, hooks=hooks, grid=grid,
+        reporter=TickReporter(run_dir, rank), run_dir=run_dir,
+        training_set_kwargs=training_set_kwargs, metrics=metrics, metric_kwargs=metric_kwargs,
+        num_gpus=num_gpus, rank=rank, device=device, abort_fn=abort_fn,
+        image_snapshot_ticks=image_snapshot_ticks, network_snapshot_ticks=network_snapshot_ticks,
+    )  # fmt: skip
     state = dnnlib.EasyDict(
-        cur_nimg=cur_nimg,
-        cur_tick=cur_tick,
-        batch_idx=batch_idx,
-        start_time=start_time,
-        tick_start_nimg=cur_nimg,
-        tick_start_time=time.time(),
-        maintenance_time=0.0,
-    )
+        cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, start_time=start_time,
+        tick_start_nimg=cur_nimg, tick_start_time=time.time(), maintenance_time=0.0,
+    )  # fmt: skip
     state.maintenance_time = state.tick_start_time - start_time
     total_nimg = int(total_kimg * 1000)
     if progress_fn is not None:
@@ -531,39 +520,14 @@ def training_loop(
 
         # Perform maintenance tasks once per tick.
         done = state.cur_nimg >= total_nimg
-        if (
-            not done
-            and state.cur_tick != 0
-            and state.cur_nimg < state.tick_start_nimg + kimg_per_tick * 1000
-        ):
+        tick_end_nimg = state.tick_start_nimg + kimg_per_tick * 1000
+        if not done and state.cur_tick != 0 and state.cur_nimg < tick_end_nimg:
             continue
-        done = end_tick(
-            state,
-            done,
-            G,
-            D,
-            G_ema,
-            phases,
-            loss,
-            hooks,
-            reporter,
-            grid,
-            run_dir,
-            training_set_kwargs,
-            metrics,
-            metric_kwargs,
-            num_gpus,
-            rank,
-            device,
-            image_snapshot_ticks,
-            network_snapshot_ticks,
-            abort_fn,
-            total_nimg,
-        )
+        done = end_tick(ctx, state, done)
         if progress_fn is not None:
             progress_fn(state.cur_nimg, total_nimg)
 
-    reporter.close()
+    ctx.reporter.close()
     if rank == 0:
         print("\nExiting...")
 
@@ -627,86 +591,42 @@ def export_initial_grids(run_dir, training_set, G_ema, batch_gpu, random_seed, d
     return dnnlib.EasyDict(size=grid_size, z=grid_z, c=grid_c)
 
 
-def end_tick(
-    state,
-    done,
-    G,
-    D,
-    G_ema,
-    phases,
-    loss,
-    hooks,
-    reporter,
-    grid,
-    run_dir,
-    training_set_kwargs,
-    metrics,
-    metric_kwargs,
-    num_gpus,
-    rank,
-    device,
-    image_snapshot_ticks,
-    network_snapshot_ticks,
-    abort_fn,
-    total_nimg,
-):
+def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
     """Print the status line, write grids, snapshots and metrics; return True to stop."""
     fields, tick_end_time = tick_fields(
-        state.cur_tick,
-        state.cur_nimg,
-        state.start_time,
-        state.tick_start_time,
-        state.tick_start_nimg,
-        state.maintenance_time,
-        device,
-    )
-    line = reporter.status_line(fields)
-    extra = " ".join(hook.status_fields() for hook in hooks)
-    if rank == 0:
+        state.cur_tick, state.cur_nimg, state.start_time, state.tick_start_time,
+        state.tick_start_nimg, state.maintenance_time, ctx.device,
+    )  # fmt: skip
+    line = ctx.reporter.status_line(fields)
+    extra = " ".join(hook.status_fields() for hook in ctx.hooks)
+    if ctx.rank == 0:
         print(line + (" " + extra if extra else ""))
 
-    if not done and abort_fn is not None and abort_fn():
+    if not done and ctx.abort_fn is not None and ctx.abort_fn():
         done = True
-        if rank == 0:
+        if ctx.rank == 0:
             print("\nAborting...")
 
-    if rank == 0 and image_snapshot_ticks and (done or state.cur_tick % image_snapshot_ticks == 0):
-        images = generate_grid_images(G_ema, grid.z, grid.c)
-        path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
-        save_image_grid(images, path, drange=(-1, 1), grid_size=grid.size)
+    image_ticks = ctx.image_snapshot_ticks
+    if ctx.rank == 0 and image_ticks and (done or state.cur_tick % image_ticks == 0):
+        images = generate_grid_images(ctx.G_ema, ctx.grid.z, ctx.grid.c)
+        path = os.path.join(ctx.run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
+        save_image_grid(images, path, drange=(-1, 1), grid_size=ctx.grid.size)
 
-    if network_snapshot_ticks and (done or state.cur_tick % network_snapshot_ticks == 0):
-        snapshot_pkl = os.path.join(run_dir, f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl")
-        if rank == 0:
-            save_network_snapshot(
-                snapshot_pkl,
-                G,
-                D,
-                G_ema,
-                phases,
-                loss,
-                state,
-                training_set_kwargs,
-                reporter.run_dir,
-            )
-        if metrics:
-            if rank == 0:
+    network_ticks = ctx.network_snapshot_ticks
+    if network_ticks and (done or state.cur_tick % network_ticks == 0):
+        name = f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl"
+        snapshot_pkl = os.path.join(ctx.run_dir, name)
+        if ctx.rank == 0:
+            save_network_snapshot(ctx, state, snapshot_pkl)
+        if ctx.metrics:
+            if ctx.rank == 0:
                 print("Evaluating metrics...")
-            evaluate_metrics(
-                metrics,
-                G_ema,
-                training_set_kwargs,
-                num_gpus,
-                rank,
-                device,
-                run_dir,
-                snapshot_pkl,
-                metric_kwargs,
-            )
+            evaluate_metrics(ctx, snapshot_pkl)
 
     # Collect statistics and start the next tick.
     timestamp = time.time()
-    reporter.write(state.cur_nimg, timestamp)
+    ctx.reporter.write(state.cur_nimg, timestamp)
     state.cur_tick += 1
     state.tick_start_nimg = state.cur_nimg
     state.tick_start_time = time.time()
@@ -714,25 +634,28 @@ def end_tick(
     return done
 
 
-def save_network_snapshot(
-    snapshot_pkl, G, D, G_ema, phases, loss, state, training_set_kwargs, run_dir
-):
+def save_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot_pkl: str) -> None:
+    """Write G, D, G_ema, optimizer states, progress and options to `snapshot_pkl`."""
     options = None
-    options_path = os.path.join(run_dir, "training_options.json")
+    options_path = os.path.join(ctx.run_dir, "training_options.json")
     if os.path.isfile(options_path):
         with open(options_path, encoding="utf-8") as f:
             options = json.load(f)
+    loss_state = {}
+    if hasattr(ctx.loss, "pl_mean"):
+        loss_state["pl_mean"] = ctx.loss.pl_mean.detach().cpu()
+    progress = {
+        "cur_nimg": state.cur_nimg,
+        "cur_tick": state.cur_tick + 1,
+        "batch_idx": state.batch_idx,
+    }
     snapshot_lib.save_network_snapshot(
         snapshot_pkl,
-        {"G": G, "D": D, "G_ema": G_ema},
-        optimizers=optimizer_states(phases),
-        progress={
-            "cur_nimg": state.cur_nimg,
-            "cur_tick": state.cur_tick + 1,
-            "batch_idx": state.batch_idx,
-        },
-        loss_state={"pl_mean": loss.pl_mean.detach().cpu()} if hasattr(loss, "pl_mean") else {},
-        training_set_kwargs=dict(training_set_kwargs),
+        {"G": ctx.G, "D": ctx.D, "G_ema": ctx.G_ema},
+        optimizers=optimizer_states(ctx.phases),
+        progress=progress,
+        loss_state=loss_state,
+        training_set_kwargs=dict(ctx.training_set_kwargs),
         training_options=options,
     )
     print(f"Saved {os.path.basename(snapshot_pkl)}")
