@@ -119,3 +119,13 @@ def test_cli_default_dmd_layer_and_options(tmp_path, data_zip):
     assert '"ratio": 0.5' in result.output
     assert '"policy": "pulse"' in result.output
     assert "-dmd-pulse-r0.5-int2" in result.output
+
+
+def test_cli_missing_detector_fails_before_training(tmp_path, data_zip):
+    args = base_args(tmp_path / "runs", data_zip)
+    args = [a for a in args if not a.startswith("--metrics")]
+    args += ["--metrics=fid100_full", f"--detector={tmp_path / 'no-such-inception.pt'}"]
+    result = invoke(args)
+    assert result.exit_code != 0
+    assert "no-such-inception.pt" in result.output
+    assert not os.path.exists(tmp_path / "runs")
