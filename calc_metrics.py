@@ -19,6 +19,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
+from torch_utils import misc
 
 # ----------------------------------------------------------------------------
 # Processes.
@@ -26,15 +27,7 @@ from metrics import metric_main
 
 def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
     """Set up torch.distributed for one process, then compute and report every metric."""
-    if args.num_gpus > 1:
-        init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
-        backend = "nccl" if args.device_type == "cuda" else "gloo"
-        torch.distributed.init_process_group(
-            backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=args.num_gpus
-        )
-    device = torch.device("cuda", rank) if args.device_type == "cuda" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = misc.init_process(rank, args.num_gpus, args.device_type, temp_dir)
     try:
         G = args.G.to(device)
         for metric in args.metrics:

@@ -21,6 +21,7 @@ import click
 import torch
 
 import dnnlib
+from torch_utils import misc
 from training import training_loop
 
 # ----------------------------------------------------------------------------
@@ -32,15 +33,7 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
     log_path = os.path.join(c.run_dir, "log.txt") if rank == 0 else None
     logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
     try:
-        if c.num_gpus > 1:
-            init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
-            backend = "nccl" if c.device_type == "cuda" else "gloo"
-            torch.distributed.init_process_group(
-                backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=c.num_gpus
-            )
-        device = torch.device("cuda", rank) if c.device_type == "cuda" else torch.device("cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        device = misc.init_process(rank, c.num_gpus, c.device_type, temp_dir)
         kwargs = {k: v for k, v in c.items() if k not in ("run_dir_name", "device_type")}
         training_loop.training_loop(rank=rank, device=device, **kwargs)
     finally:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 
 class EasyDict(dict):
@@ -222,7 +222,7 @@ def open_url(
     cache_path = os.path.join(cache_dir, f"{url_hash}_{safe_name}")
 
     if cache and os.path.isfile(cache_path):
-        problem = _check_file(cache_path, expected_sha256, expected_size)
+        problem = check_file(cache_path, expected_sha256, expected_size)
         if problem is None:
             return open(cache_path, "rb")
         os.remove(cache_path)
@@ -250,7 +250,7 @@ def open_url(
     os.makedirs(cache_dir, exist_ok=True)
     with atomic_write(cache_path) as f:
         f.write(data)
-    problem = _check_file(cache_path, expected_sha256, expected_size)
+    problem = check_file(cache_path, expected_sha256, expected_size)
     if problem is not None:
         os.remove(cache_path)
         raise ValueError(f"Download of {url} is invalid: {problem}")
@@ -267,12 +267,20 @@ def _check_bytes(data: bytes, expected_sha256: str | None, expected_size: int | 
     return None
 
 
-def _check_file(path: str, expected_sha256: str | None, expected_size: int | None) -> str | None:
+def check_file(
+    path: str,
+    expected_sha256: str | None,
+    expected_size: int | None,
+    sha256_fn: Callable[[str], str] | None = None,
+) -> str | None:
+    """Return a description of how the file differs from the expected size and sha256, or None
+    when it matches (None for an expected value skips that check). `sha256_fn` replaces the
+    default hashing, for example by one that caches digests."""
     size = os.path.getsize(path)
     if expected_size is not None and size != expected_size:
         return f"size {size} bytes, expected {expected_size}"
     if expected_sha256 is not None:
-        actual = _sha256_of(path)
+        actual = (sha256_fn or _sha256_of)(path)
         if actual != expected_sha256:
             return f"sha256 {actual}, expected {expected_sha256}"
     return None

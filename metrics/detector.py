@@ -106,7 +106,9 @@ def _fetch_detector_url(url: str, expected_sha256: str | None, expected_size: in
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         path = _require_file(urllib.request.url2pathname(parsed.path), f"The detector URL {url}:")
-        problem = _check_file(path, expected_sha256, expected_size)
+        problem = dnnlib.util.check_file(
+            path, expected_sha256, expected_size, sha256_fn=file_sha256
+        )
         if problem is not None:
             raise ValueError(f"Detector file {path} from {url} is invalid: {problem}.")
         return path
@@ -123,17 +125,6 @@ def _fetch_detector_url(url: str, expected_sha256: str | None, expected_size: in
             f"sha256 {INCEPTION_SHA256}). Check the URL, or download the file by hand and "
             f"pass its local path."
         ) from err
-
-
-def _check_file(path: str, expected_sha256: str | None, expected_size: int | None) -> str | None:
-    size = os.path.getsize(path)
-    if expected_size is not None and size != expected_size:
-        return f"size {size} bytes, expected {expected_size}"
-    if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            return f"sha256 {actual}, expected {expected_sha256}"
-    return None
 
 
 def file_sha256(path: str) -> str:

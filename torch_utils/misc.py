@@ -1,6 +1,7 @@
 """Helpers for tensors, modules, distributed training and data sampling."""
 
 import contextlib
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -316,3 +317,25 @@ def _print_table(rows: list[list[str]]) -> None:
     for row in [rows[0], rule, *rows[1:-1], rule, rows[-1]]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print()
+
+
+# ----------------------------------------------------------------------------
+# Process set-up.
+
+
+def init_process(rank: int, num_gpus: int, device_type: str, temp_dir: str) -> torch.device:
+    """Join the process group of `num_gpus` processes (when more than one) and return this
+    rank's device: cuda:<rank> for device_type 'cuda', else the CPU.
+
+    The group meets through a file in `temp_dir` and uses NCCL on CUDA and gloo on the CPU.
+    """
+    if num_gpus > 1:
+        init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        torch.distributed.init_process_group(
+            backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=num_gpus
+        )
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
