@@ -228,6 +228,11 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
         raise click.ClickException(
             f"--gpus={opts.gpus} with --device=cpu is not supported yet; use --gpus=1 on CPU"
         )
+    if opts.dmd and opts.dmd_interval * 1000 < opts.batch:
+        raise click.ClickException(
+            f"--dmd-interval={opts.dmd_interval:g} kimg is shorter than one minibatch "
+            f"(--batch={opts.batch}); use at least {opts.batch / 1000:g} kimg"
+        )
     if opts.resume is not None and not os.path.isfile(opts.resume):
         raise click.ClickException(f"--resume={opts.resume}: file not found")
     from metrics import metric_main

@@ -27,6 +27,8 @@ class DMDHook:
         batch_size: int,  # Images per training step over all ranks (cur_nimg advance).
         verbose: bool = True,  # Print one line when detection fires or the masks change.
         rank: int | None = None,  # Process rank for printing. None = from torch.distributed.
+        G: torch.nn.Module | None = None,  # Passed to every hook by the training loop; unused.
+        G_ema: torch.nn.Module | None = None,  # Passed to every hook by the training loop; unused.
     ):
         module = unwrap_module(D)
         if not isinstance(module, DMDDiscriminator):

@@ -382,19 +382,16 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str) -> None:
 
 def training_loop(
     run_dir: str = ".",  # Output directory.
-    training_set_kwargs: dict
-    | None = None,  # Options for the training set (class_name, path, ...).
+    training_set_kwargs: dict | None = None,  # Training set: class_name, path, ...
     data_loader_kwargs: dict | None = None,  # Options for torch.utils.data.DataLoader.
-    G_kwargs: dict | None = None,  # Options for the generator network (class_name, ...).
-    D_kwargs: dict | None = None,  # Options for the discriminator network (class_name, ...).
-    G_opt_kwargs: dict | None = None,  # Options for the generator optimizer.
-    D_opt_kwargs: dict | None = None,  # Options for the discriminator optimizer.
-    loss_kwargs: dict | None = None,  # Options for the loss (class_name, ...).
-    hook_kwargs: list
-    | None = None,  # Plug-ins called around every step, each a dict with class_name.
+    G_kwargs: dict | None = None,  # Generator: class_name and constructor options.
+    D_kwargs: dict | None = None,  # Discriminator: class_name and constructor options.
+    G_opt_kwargs: dict | None = None,  # Generator optimizer: class_name, lr, betas, ...
+    D_opt_kwargs: dict | None = None,  # Discriminator optimizer: class_name, lr, betas, ...
+    loss_kwargs: dict | None = None,  # Loss: class_name and options.
+    hook_kwargs: list | None = None,  # Plug-ins, each a dict with class_name; see below.
     metrics: list | None = None,  # Metric names evaluated at every network snapshot.
-    metric_kwargs: dict
-    | None = None,  # Extra options for metric_main.calc_metric (detector path, cache).
+    metric_kwargs: dict | None = None,  # Extra calc_metric options (detector path, ...).
     random_seed: int = 0,  # Global random seed.
     num_gpus: int = 1,  # Number of processes taking part in training.
     rank: int = 0,  # Rank of this process, 0 .. num_gpus - 1.
@@ -403,21 +400,23 @@ def training_loop(
     batch_gpu: int = 4,  # Samples per forward pass on one process; gradients accumulate.
     ema_kimg: float = 10,  # Half-life of G_ema in thousands of images.
     ema_rampup: float | None = 0.05,  # Ramp-up of the half-life; None = no ramp-up.
-    G_reg_interval: int
-    | None = None,  # Minibatches between G regularization; None = every one, fused.
-    D_reg_interval: int
-    | None = 16,  # Minibatches between D regularization; None = every one, fused.
+    G_reg_interval: int | None = None,  # Minibatches between G regularizations; None = fused.
+    D_reg_interval: int | None = 16,  # Minibatches between D regularizations; None = fused.
     total_kimg: float = 25000,  # Length of training in thousands of real images shown.
     kimg_per_tick: float = 4,  # Progress is reported every this many thousand images.
     image_snapshot_ticks: int | None = 50,  # Ticks between image grids; None or 0 = never.
-    network_snapshot_ticks: int
-    | None = 50,  # Ticks between snapshots and metrics; None or 0 = never.
+    network_snapshot_ticks: int | None = 50,  # Ticks between snapshots; None or 0 = never.
     resume_pkl: str | None = None,  # Snapshot to resume from; None = start fresh.
     cudnn_benchmark: bool = True,  # Let cuDNN pick the fastest convolution algorithms.
-    abort_fn: Callable[[], bool] | None = None,  # Polled every tick; True stops training early.
+    abort_fn: Callable[[], bool] | None = None,  # Polled every tick; True stops training.
     progress_fn: Callable[[int, int], None] | None = None,  # Called with (cur_nimg, total_nimg).
 ):
-    """Train G and D until total_kimg thousand real images have been shown."""
+    """Train G and D until total_kimg thousand real images have been shown.
+
+    Each hook is constructed with G, D, G_ema and batch_size plus its own options, and the loop
+    calls hook.on_step_begin(cur_nimg) before every minibatch, hook.on_step_end(cur_nimg) after
+    it and hook.status_fields() for the tick line.
+    """
     training_set_kwargs = dict(training_set_kwargs or {})
     data_loader_kwargs = dict(data_loader_kwargs or {})
     G_kwargs = dict(G_kwargs or {})
@@ -464,7 +463,8 @@ def training_loop(
     broadcast_networks(G, D, G_ema, num_gpus)
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, **loss_kwargs)
     hooks = [
-        dnnlib.util.construct_class_by_name(**kw, D=D, batch_size=batch_size) for kw in hook_kwargs
+        dnnlib.util.construct_class_by_name(**kw, G=G, D=D, G_ema=G_ema, batch_size=batch_size)
+        for kw in hook_kwargs
     ]
     phases = setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
 
