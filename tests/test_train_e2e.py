@@ -164,6 +164,8 @@ def test_metric_record_fields(dmd_run):
     record = records[-1]
     assert record["metric"] == "fid100_full"
     assert record["snapshot_pkl"] == "network-snapshot-000000.pkl"
+    assert record["kimg"] == pytest.approx(0.128)
+    assert records[0]["kimg"] == 0
     assert record["results"]["fid100_full"] > 0
 
 

@@ -361,8 +361,9 @@ def tick_fields(
     return fields, tick_end_time
 
 
-def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str) -> None:
-    """Compute every requested metric of G_ema and append it to metric-<name>.jsonl."""
+def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> None:
+    """Compute every requested metric of G_ema and append it, with the training progress in
+    kimg, to metric-<name>.jsonl."""
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
     for metric in ctx.metrics:
@@ -370,6 +371,7 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str) -> None:
             metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
             num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
         )  # fmt: skip
+        result_dict.kimg = kimg
         if ctx.rank == 0:
             metric_main.report_metric(result_dict, run_dir=ctx.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result_dict.results.items():
@@ -622,7 +624,7 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
         if ctx.metrics:
             if ctx.rank == 0:
                 print("Evaluating metrics...")
-            evaluate_metrics(ctx, snapshot_pkl)
+            evaluate_metrics(ctx, snapshot_pkl, kimg=state.cur_nimg / 1000)
 
     # Collect statistics and start the next tick.
     timestamp = time.time()
