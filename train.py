@@ -195,6 +195,23 @@ def dmd_kwargs_from_options(opts: dnnlib.EasyDict, img_resolution: int) -> dict 
     return config.to_dict()
 
 
+def diagnostics_hook_kwargs(opts: dnnlib.EasyDict, img_resolution: int) -> dnnlib.EasyDict:
+    """Build the DMDDiagnosticsHook options, checking --dmd-layers for baseline runs too."""
+    from dmd_patch.config import DMDConfig
+
+    layers = parse_int_list(opts.dmd_layers, "--dmd-layers")
+    try:
+        DMDConfig(interval_kimg=opts.dmd_interval, layers=layers).validate(img_resolution)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    return dnnlib.EasyDict(
+        class_name="dmd_patch.diagnostics.DMDDiagnosticsHook",
+        interval_kimg=opts.dmd_interval,
+        layers=layers,
+        seed=opts.seed,
+    )
+
+
 def dmd_desc(dmd_kwargs: dict | None) -> str:
     if dmd_kwargs is None:
         return "nodmd"
@@ -228,7 +245,7 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
         raise click.ClickException(
             f"--gpus={opts.gpus} with --device=cpu is not supported yet; use --gpus=1 on CPU"
         )
-    if opts.dmd and opts.dmd_interval * 1000 < opts.batch:
+    if (opts.dmd or opts.dmd_diagnostics) and opts.dmd_interval * 1000 < opts.batch:
         raise click.ClickException(
             f"--dmd-interval={opts.dmd_interval:g} kimg is shorter than one minibatch "
             f"(--batch={opts.batch}); use at least {opts.batch / 1000:g} kimg"
@@ -287,6 +304,8 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
         c.D_kwargs.class_name = "dmd_patch.networks.DMDDiscriminator"
         c.D_kwargs.dmd_kwargs = dmd_kwargs
         c.hook_kwargs.append(dnnlib.EasyDict(class_name="dmd_patch.hook.DMDHook"))
+    if opts.dmd_diagnostics:
+        c.hook_kwargs.append(diagnostics_hook_kwargs(opts, img_resolution))
 
     glr = opts.glr if opts.glr is not None else 0.002
     c.G_opt_kwargs = dnnlib.EasyDict(
@@ -385,6 +404,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--dmd-ratio",    help="Fraction of feature-map positions zeroed by a mask", metavar="FLOAT", type=click.FloatRange(min=0, max=1, max_open=True), default=0.25, show_default=True)
 @click.option("--dmd-rescale",  help="Scale kept positions by 1/(1-ratio)", metavar="BOOL",        type=bool, default=True, show_default=True)
 @click.option("--dmd-resample", help="Draw a mask pattern per masked interval or per minibatch",  type=click.Choice(["interval", "batch"]), default="interval", show_default=True)
+@click.option("--dmd-diagnostics", help="Log DMD diagnostics per --dmd-interval: feature_cos, generated-feature drift, and the learning speed of baseline runs", metavar="BOOL", type=bool, default=True, show_default=True)
 # Misc settings.
 @click.option("--desc",         help="String to include in the run directory name", metavar="STR", type=str)
 @click.option("--metrics",      help="Quality metrics, comma-separated, or 'none'", metavar="[NAME|A,B,C|none]", type=parse_comma_list, default="fid50k_full", show_default=True)

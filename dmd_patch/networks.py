@@ -8,8 +8,10 @@ Everything else, including the generator, the losses and the optimizers, stays a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -84,10 +86,21 @@ class DMDDiscriminator(Discriminator):
         Every parameter counts, whatever its requires_grad flag: the training loop switches
         those flags off between phases, and frozen layers are buffers, not parameters.
         """
-        groups: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for name, param in self.named_parameters():
-            groups[name.split(".", 1)[0]].append(param)
-        return dict(groups)
+        return params_by_block(self)
+
+    @contextlib.contextmanager
+    def dmd_masks_off(self) -> Iterator[None]:
+        """Run the enclosed forward passes without masks, then restore the mask state.
+
+        The patterns, the mask generator and the counters stay untouched, so probing D inside
+        this context leaves training as it was.
+        """
+        masked = self.dmd_masker.masked
+        self.dmd_masker.masked = False
+        try:
+            yield
+        finally:
+            self.dmd_masker.masked = masked
 
     @property
     def dmd_masked(self) -> bool:
@@ -178,3 +191,11 @@ class DMDDiscriminator(Discriminator):
             f"{super().extra_repr()}, dmd_layers={self.dmd_masker.layers}, "
             f"dmd_policy={config.policy}, dmd_ratio={config.ratio}"
         )
+
+
+def params_by_block(module: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Group a module's parameters by the name of their top-level child (b32, mapping, b4)."""
+    groups: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for name, param in module.named_parameters():
+        groups[name.split(".", 1)[0]].append(param)
+    return dict(groups)
