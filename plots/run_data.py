@@ -15,7 +15,8 @@ object per tick) and optional `metric-<name>.jsonl` files. The API:
     groups = group_runs(runs)                # RunGroup(label, runs): same options, other seeds
 
 Two runs have the same configuration when their training options are equal apart from
-`random_seed`, `run_dir` and the DMD mask seed (`D_kwargs.dmd_kwargs.seed`).
+`random_seed`, `run_dir`, the DMD mask seed (`D_kwargs.dmd_kwargs.seed`) and the `seed` of
+each training hook.
 
 Every problem with a file raises RunDirError with the path, what is wrong and what to do.
 """
@@ -31,9 +32,11 @@ import re
 
 import numpy as np
 
-# Options that differ between seeds of one configuration: ignored when grouping runs.
+# Options that differ between seeds of one configuration: ignored when grouping runs. The
+# `seed` of every training hook (e.g. the diagnostics hook) is ignored as well.
 SEED_OPTION_PATHS = (("random_seed",), ("run_dir",), ("D_kwargs", "dmd_kwargs", "seed"))
 
+MAX_LABEL_OPTIONS = 2  # Differing options named in a label shared by several configurations.
 DMD_CLASS_NAME = "dmd_patch.networks.DMDDiscriminator"
 OPTIONS_FILE = "training_options.json"
 STATS_FILE = "stats.jsonl"
@@ -82,7 +85,7 @@ class DMDEvents:
     masks were on. With one boundary per tick (the default: 4 kimg each) both are exact.
     """
 
-    kimg: np.ndarray  # End of each tick with a boundary, in kimg. [B]
+    kimg: np.ndarray  # Last boundary in each tick with one, or the tick's end, in kimg. [B]
     boundaries: np.ndarray  # Interval boundaries in the tick. [B]
     speed: np.ndarray  # Mean learning speed over the tick's boundaries; NaN if none had one. [B]
     retarded: np.ndarray  # Detections in the tick. [B]
@@ -92,15 +95,15 @@ class DMDEvents:
 
     @property
     def detection_kimg(self) -> np.ndarray:
-        """Ends of the ticks in which detection fired at least once, in kimg."""
+        """Positions (as in `kimg`) of the ticks in which detection fired at least once."""
         return self.kimg[self.retarded > 0]
 
     @property
     def masked_spans(self) -> list[MaskedSpan]:
         """Spans with masks on, from the ticks' mask states.
 
-        The mask state after the boundaries of tick i applies from that tick's end to the end of the
-        next tick with a boundary (or of the run). Adjacent spans with the same fraction merge.
+        The mask state after the boundaries of tick i applies from its position in `kimg` to
+        the next tick's position (or the run's end). Adjacent spans with the same fraction merge.
         """
         spans: list[MaskedSpan] = []
         ends = list(self.kimg[1:]) + [self.end_kimg]
@@ -205,14 +208,14 @@ def load_run(run_dir: str) -> Run:
             f"{stats_path} is empty: the run has not finished its first tick yet; wait for "
             f"its first status line or leave it out"
         )
-    stats = stats_series(records, stats_path)
+    stats = stats_series(records, stats_path, dmd_interval_kimg(options))
     return Run(
         run_dir=run_dir,
         options=options,
         records=records,
         stats=stats,
         metrics=load_metrics(run_dir),
-        dmd=dmd_events(stats),
+        dmd=dmd_events(stats, dmd_interval_kimg(options)),
     )
 
 
@@ -248,8 +251,34 @@ def read_jsonl(path: str) -> list[dict]:
 # Stats and metrics.
 
 
-def stats_series(records: list[dict], path: str = STATS_FILE) -> dict[str, Series]:
-    """Turn per-tick stats records into one Series per figure, placed at Progress/kimg."""
+def stats_series(
+    records: list[dict], path: str = STATS_FILE, interval_kimg: float | None = None
+) -> dict[str, Series]:
+    """Turn per-tick stats records into one Series per figure, placed at Progress/kimg.
+
+    train.py's collector repeats a figure's last num, mean and std in ticks without new
+    reports. The DMD/* series keep only the ticks in which a DMD interval boundary fell
+    (see fresh_dmd_ticks); other figures keep the repeats, as stats.jsonl has them.
+    """
+    kimgs = tick_kimgs(records, path)
+    fresh = fresh_dmd_ticks(records, kimgs, interval_kimg)
+    columns: dict[str, list[tuple[float, float, float, int]]] = {}
+    for kimg, record, is_fresh in zip(kimgs, records, fresh):
+        for name, value in record.items():
+            if name.startswith("DMD/") and not is_fresh:
+                continue
+            if isinstance(value, dict) and "mean" in value:
+                entry = (kimg, as_float(value["mean"]), as_float(value.get("std")), value["num"])
+                columns.setdefault(name, []).append(entry)
+    series = {}
+    for name, rows in columns.items():
+        kimg, mean, std, num = (np.array(column) for column in zip(*rows))
+        series[name] = Series(kimg=kimg, mean=mean, std=std, num=num.astype(np.int64))
+    return series
+
+
+def tick_kimgs(records: list[dict], path: str) -> list[float]:
+    """Return Progress/kimg of every record, rounded to whole images."""
     kimgs = []
     for index, record in enumerate(records):
         try:
@@ -260,17 +289,51 @@ def stats_series(records: list[dict], path: str = STATS_FILE) -> dict[str, Serie
                 f"{path}, record {index + 1}: missing Progress/kimg mean; expected a stats.jsonl "
                 f"written by train.py"
             ) from err
-    columns: dict[str, list[tuple[float, float, float, int]]] = {}
-    for kimg, record in zip(kimgs, records):
-        for name, value in record.items():
-            if isinstance(value, dict) and "mean" in value:
-                entry = (kimg, as_float(value["mean"]), as_float(value.get("std")), value["num"])
-                columns.setdefault(name, []).append(entry)
-    series = {}
-    for name, rows in columns.items():
-        kimg, mean, std, num = (np.array(column) for column in zip(*rows))
-        series[name] = Series(kimg=kimg, mean=mean, std=std, num=num.astype(np.int64))
-    return series
+    return kimgs
+
+
+def fresh_dmd_ticks(
+    records: list[dict], kimgs: list[float], interval_kimg: float | None
+) -> list[bool]:
+    """Return, per tick, whether its DMD/* entries come from boundaries inside the tick.
+
+    Boundaries fall where cur_nimg passes a multiple of the interval, so tick i > 0 has one
+    when nimg_(i-1) // interval_nimg < nimg_i // interval_nimg. The first tick keeps its
+    entries because nothing earlier can repeat. Without a known interval, a tick whose DMD/*
+    entries equal the previous tick's counts as a repeat: a new boundary would bring a new
+    speed.
+    """
+    fresh = []
+    for index, record in enumerate(records):
+        has_entries = any(name.startswith("DMD/") for name in record)
+        if index == 0 or not has_entries:
+            fresh.append(has_entries)
+        elif interval_kimg is not None:
+            interval_nimg = max(int(round(interval_kimg * 1000)), 1)
+            before = int(round(kimgs[index - 1] * 1000)) // interval_nimg
+            after = int(round(kimgs[index] * 1000)) // interval_nimg
+            fresh.append(after > before)
+        else:
+            fresh.append(dmd_entries(record) != dmd_entries(records[index - 1]))
+    return fresh
+
+
+def dmd_entries(record: dict) -> dict:
+    return {name: value for name, value in record.items() if name.startswith("DMD/")}
+
+
+def dmd_interval_kimg(options: dict) -> float | None:
+    """Return the DMD interval in kimg from the training options; None when not recorded.
+
+    DMD runs store it in D_kwargs.dmd_kwargs, baseline runs with diagnostics in a hook's kwargs.
+    """
+    candidates = [options.get("D_kwargs", {}).get("dmd_kwargs")] + list(
+        options.get("hook_kwargs") or []
+    )
+    for kwargs in candidates:
+        if isinstance(kwargs, dict) and kwargs.get("interval_kimg") is not None:
+            return float(kwargs["interval_kimg"])
+    return None
 
 
 def as_float(value: object) -> float:
@@ -320,19 +383,29 @@ def metric_kimg(record: dict, where: str) -> float:
 # DMD events.
 
 
-def dmd_events(stats: dict[str, Series]) -> DMDEvents | None:
-    """Collect the ticks with a DMD interval boundary; None when the run reported none."""
+def dmd_events(stats: dict[str, Series], interval_kimg: float | None = None) -> DMDEvents | None:
+    """Collect the ticks with a DMD interval boundary; None when the run reported none.
+
+    Each tick is placed at its last boundary when `interval_kimg` is known, else at its end.
+    """
+    # Baseline runs with diagnostics report DMD/speed but no mask state.
     masked = stats.get("DMD/masked")
-    if masked is None or not (masked.num > 0).any():
+    ticks = masked if masked is not None else stats.get("DMD/speed")
+    if ticks is None or not (ticks.num > 0).any():
         return None
-    keep = masked.num > 0
-    kimg = masked.kimg[keep]
+    keep = ticks.num > 0
+    kimg = ticks.kimg[keep]
+    boundaries = ticks.num[keep]
+    placed = kimg
+    if interval_kimg is not None:
+        interval_nimg = max(int(round(interval_kimg * 1000)), 1)
+        placed = np.round(kimg * 1000).astype(np.int64) // interval_nimg * interval_nimg / 1000
     return DMDEvents(
-        kimg=kimg,
-        boundaries=masked.num[keep],
+        kimg=placed,
+        boundaries=boundaries,
         speed=values_at(stats.get("DMD/speed"), kimg),
-        retarded=np.rint(values_at(stats.get("DMD/retarded"), kimg) * masked.num[keep]),
-        masked=masked.mean[keep],
+        retarded=np.nan_to_num(np.rint(values_at(stats.get("DMD/retarded"), kimg) * boundaries)),
+        masked=np.nan_to_num(values_at(masked, kimg)),
         toggles=values_at(stats.get("DMD/toggles"), kimg),
         end_kimg=float(stats["Progress/kimg"].kimg[-1]),
     )
@@ -362,6 +435,9 @@ def config_key(options: dict) -> str:
             parent = parent.get(key) if isinstance(parent, dict) else None
         if isinstance(parent, dict):
             parent.pop(path[-1], None)
+    for hook in stripped.get("hook_kwargs") or []:
+        if isinstance(hook, dict):
+            hook.pop("seed", None)
     return json.dumps(stripped, sort_keys=True)
 
 
@@ -403,9 +479,11 @@ def disambiguate_labels(groups: list[RunGroup]) -> None:
         flats = [flatten_options(json.loads(group.runs[0].config_key)) for group in same]
         keys = sorted(set().union(*flats))
         differing = [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
-        for group, flat in zip(same, flats):
-            details = ", ".join(f"{key}={flat.get(key)}" for key in differing)
-            group.label = f"{group.label} ({details})"
+        # Lists such as hook_kwargs make unreadable labels, so only scalars are named.
+        scalars = [key for key in differing if not any(isinstance(f.get(key), list) for f in flats)]
+        for index, (group, flat) in enumerate(zip(same, flats)):
+            details = ", ".join(f"{key}={flat.get(key)}" for key in scalars[:MAX_LABEL_OPTIONS])
+            group.label = f"{group.label} ({details or f'configuration {index + 1}'})"
 
 
 def flatten_options(options: dict, prefix: str = "") -> dict[str, object]:
