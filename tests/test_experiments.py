@@ -147,6 +147,8 @@ def test_tiny_sweep_writes_comparison(tmp_path):
     assert "| 0.064 |" in lines[3]
     runs = sorted(name for name in os.listdir(outdir) if name[0].isdigit())
     assert len(runs) == 2
+    if os.path.isfile(os.path.join(ROOT, "plot_runs.py")):
+        assert (outdir / "plots" / "losses.png").is_file()
 
     # A second call trains nothing and rewrites the same table.
     again = run_sweep(*args, f"--base-args={TINY_BASE}")
