@@ -165,7 +165,7 @@ def test_metric_record_fields(dmd_run):
     assert record["metric"] == "fid100_full"
     assert record["snapshot_pkl"] == "network-snapshot-000000.pkl"
     assert record["kimg"] == pytest.approx(0.128)
-    assert records[0]["kimg"] == 0
+    assert records[0]["kimg"] == pytest.approx(0.008)  # Tick 0 ends after the first minibatch.
     assert record["results"]["fid100_full"] > 0
 
 
@@ -304,3 +304,15 @@ def test_gen_images_writes_grayscale_pngs(dmd_run, tmp_path):
     assert image.mode == "L"
     assert image.size == (32, 32)
     assert np.array(image).std() > 0
+
+
+def test_stats_lines_are_strict_json(dmd_run):
+    _outdir, run_dir, _result = dmd_run
+    with open(os.path.join(run_dir, "stats.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(
+                line, parse_constant=lambda name: pytest.fail(f"{name} in stats.jsonl")
+            )
+            for name, value in record.items():
+                if name != "timestamp":
+                    assert value["num"] > 0, f"{name} written without a report"

@@ -276,7 +276,9 @@ class TickReporter:
     def __init__(self, run_dir: str, rank: int):
         self.run_dir = run_dir
         self.rank = rank
-        self.collector = training_stats.Collector(regex=".*")
+        # keep_previous=False: a figure appears only in ticks that reported it, so interval
+        # events (DMD detections, lazy regularization terms) are never repeated.
+        self.collector = training_stats.Collector(regex=".*", keep_previous=False)
         self.stats_jsonl = None
         self.stats_tfevents = None
         if rank == 0 and run_dir:
@@ -301,7 +303,8 @@ class TickReporter:
 
     def write(self, cur_nimg: int, timestamp: float) -> None:
         self.collector.update()
-        stats = self.collector.as_dict()
+        # Only figures reported during this tick; the others would be NaN, which is not JSON.
+        stats = {name: value for name, value in self.collector.as_dict().items() if value.num > 0}
         if self.stats_jsonl is not None:
             record = dict(stats, timestamp=timestamp)
             self.stats_jsonl.write(json.dumps(record) + "\n")
