@@ -35,6 +35,9 @@ def parse_range(value: str | list) -> list[int]:
             numbers.append(int(part))
         else:
             raise click.BadParameter(f"expected numbers and ranges like '0,3,5-9', got {part!r}")
+    too_large = [n for n in numbers if n > 2**32 - 1]
+    if too_large:
+        raise click.BadParameter(f"seed {too_large[0]} is too large; seeds go up to {2**32 - 1}")
     return numbers
 
 

@@ -151,7 +151,7 @@ def open_training_set(data: str, use_labels: bool, mirror: bool) -> tuple[dnnlib
         dataset = dnnlib.util.construct_class_by_name(**training_set_kwargs)
         if use_labels and not dataset.labels_available:
             raise click.ClickException(
-                f"--cond=True requires labels, but {data} has no dataset.json labels; "
+                f"--cond=1 requires labels, but {data} has no dataset.json labels; "
                 f"use --cond=False or convert labeled data with dataset_tool.py"
             )
         if use_labels:
@@ -350,6 +350,30 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     return c, desc
 
 
+def check_resume(c: dnnlib.EasyDict) -> None:
+    """Check that --resume names a readable snapshot whose networks fit the requested
+    architecture, before the run directory is made."""
+    if c.get("resume_pkl") is None:
+        return
+    from training import snapshot as snapshot_lib
+
+    try:
+        data = snapshot_lib.read_snapshot(c.resume_pkl)
+        dims = dnnlib.EasyDict(
+            c_dim=0, img_resolution=c.training_set_kwargs.resolution, img_channels=1
+        )
+        dataset = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+        dims.c_dim, dims.img_channels = dataset.label_dim, dataset.num_channels
+        dataset.close()
+        for name, kwargs in [("G", c.G_kwargs), ("D", c.D_kwargs), ("G_ema", c.G_kwargs)]:
+            if data.get(name) is None:
+                raise snapshot_lib.SnapshotError(f"{c.resume_pkl} contains no {name} network")
+            module = dnnlib.util.construct_class_by_name(**kwargs, **dims)
+            snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=c.resume_pkl)
+    except (OSError, snapshot_lib.SnapshotError) as err:
+        raise click.ClickException(f"--resume: {err}") from err
+
+
 def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
     """Find the Inception network now, so a missing file fails before any training."""
     if not opts.metrics:
@@ -442,6 +466,7 @@ def main(**kwargs):
     validate_options(opts)
     resolve_detector_early(opts)
     c, desc = build_config(opts)
+    check_resume(c)
     launch_training(c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
 
 

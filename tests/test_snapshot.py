@@ -89,6 +89,19 @@ def test_snapshot_truncated_file(tmp_path):
     assert "snap.pkl" in str(info.value)
 
 
+def test_snapshot_corrupted_bytes_detected(tmp_path):
+    G, D = tiny_networks()
+    path = tmp_path / "snap.pkl"
+    snapshot_lib.save_network_snapshot(str(path), {"G": G, "D": D})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    with pytest.raises(snapshot_lib.SnapshotError) as info:
+        snapshot_lib.load_network_snapshot(str(path))
+    assert "snap.pkl" in str(info.value)
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))

@@ -64,7 +64,7 @@ def base_args(outdir, data):
         (["--batch-gpu=3"], "--batch=8 must be a multiple of --gpus times --batch-gpu"),
         (["--batch=8", "--mbstd-group=3"], "must be a multiple of --mbstd-group=3"),
         (["--metrics=fid_nonsense"], "unknown metric 'fid_nonsense'"),
-        (["--cond=1"], "--cond=True requires labels"),
+        (["--cond=1"], "--cond=1 requires labels"),
         (["--aug=ada"], "--aug=ada is not implemented yet"),
         (["--cfg=stylegan3-t"], "--cfg=stylegan3-t is not implemented yet"),
         (["--resume=/nonexistent/snap.pkl"], "--resume=/nonexistent/snap.pkl: file not found"),

@@ -248,7 +248,10 @@ def test_resume_with_other_architecture_lists_tensors(dmd_run, small_data, tmp_p
         check=False,
     )
     assert result.returncode != 0
-    assert "shape mismatch" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert "shape mismatch: synthesis.b4.const" in output
+    assert "Traceback" not in output
+    assert not os.path.exists(tmp_path / "bad"), "a failed resume must not create a run directory"
 
 
 def test_dmd_policy_never_trains_like_baseline(small_data, tmp_path):

@@ -112,6 +112,16 @@ def read_snapshot(path: str) -> dict:
             f"download or an HTML error page also ends up here."
         )
     try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()  # Reads every member and checks its CRC-32.
+    except (zipfile.BadZipFile, OSError) as err:
+        raise SnapshotError(f"Could not read {path} as a zip archive: {err}") from err
+    if bad_member is not None:
+        raise SnapshotError(
+            f"{path} is corrupted: {bad_member} fails its checksum. "
+            f"Pick an earlier network-snapshot-*.pkl."
+        )
+    try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
         raise SnapshotError(f"Could not read {path} as a safe snapshot: {err}") from err

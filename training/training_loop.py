@@ -370,10 +370,13 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> No
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
     for metric in ctx.metrics:
-        result_dict = metric_main.calc_metric(
-            metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
-            num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
-        )  # fmt: skip
+        # Metrics must not move the training's random streams: their DataLoader draws a seed
+        # from torch's global generator, and only when real statistics are not cached yet.
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            result_dict = metric_main.calc_metric(
+                metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
+                num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
+            )  # fmt: skip
         result_dict.kimg = kimg
         if ctx.rank == 0:
             metric_main.report_metric(result_dict, run_dir=ctx.run_dir, snapshot_pkl=snapshot_pkl)
