@@ -150,6 +150,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO
         prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory
     )
     try:
+        # mkstemp creates the file with mode 0600; give it the mode open() would, 0666 less umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
