@@ -273,9 +273,10 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     if opts.workers > 0:
         c.data_loader_kwargs.prefetch_factor = 2
 
-    map_depth = (
-        opts.map_depth if opts.map_depth is not None else (8 if opts.cfg == "stylegan2" else 2)
-    )
+    # Upstream's mapping depth: 8 layers for StyleGAN2, 2 for StyleGAN3, unless --map-depth.
+    map_depth = opts.map_depth
+    if map_depth is None:
+        map_depth = 8 if opts.cfg == "stylegan2" else 2
     c.G_kwargs = dnnlib.EasyDict(
         class_name="training.networks_stylegan2.Generator",
         z_dim=512,
