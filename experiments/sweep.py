@@ -6,7 +6,7 @@ Each sweep varies one DMD option with everything else fixed, for example
 
 trains --dmd-ratio 0.1, 0.25 and 0.5 with seeds 0, 1 and 2 on the bundled Fashion-MNIST data,
 then writes sweeps/ratio/comparison.md (compare_runs.py) and the figures in sweeps/ratio/plots
-(plot_runs.py). Runs go one after another. A run whose directory already holds its final
+(plot_runs.py). Runs go one after another. A run whose directory already contains its final
 snapshot is skipped, so rerunning the same command after an interruption continues the sweep.
 """
 

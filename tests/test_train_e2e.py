@@ -221,8 +221,8 @@ def test_resume_restores_progress_optimizer_and_dmd_state(dmd_run, small_data, d
         assert min(b - a for a, b in zip(steps_before, steps_resumed)) >= 1
 
     # The DMD state continues from the snapshot. No interval boundary lies between kimg 0.128
-    # and 0.136, so a restored state keeps the speed history and toggle count unchanged, where
-    # a fresh one would have none; the uninterrupted run agrees on both.
+    # and 0.136, so a restored state keeps its speed history and toggle count unchanged. A
+    # fresh state would have no history, and the uninterrupted run agrees with the restored one.
     before = first["D"]["state_dict"]["_extra_state"]
     after = second["D"]["state_dict"]["_extra_state"]
     reference = straight["D"]["state_dict"]["_extra_state"]
