@@ -92,3 +92,70 @@ def test_path_length_penalty_matches_numpy():
     lengths = np.sqrt((grad_per_w**2).sum(axis=1))  # mean over num_ws of identical rows
     expected_mean = 0.0 + 0.5 * (lengths.mean() - 0.0)
     np.testing.assert_allclose(float(loss.pl_mean), expected_mean, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# StyleGAN3-R's blur of D's inputs.
+
+
+def test_blur_sigma_fades_linearly_to_zero():
+    loss = StyleGAN2Loss(
+        torch.device("cpu"), LinearG(), LinearD((1, 2, 2)), blur_init_sigma=10, blur_fade_kimg=2
+    )
+    assert loss.blur_sigma(0) == 10
+    assert loss.blur_sigma(500) == 7.5
+    assert loss.blur_sigma(1500) == 2.5
+    assert loss.blur_sigma(2000) == 0
+    assert loss.blur_sigma(10_000) == 0
+    off = StyleGAN2Loss(torch.device("cpu"), LinearG(), LinearD((1, 2, 2)))
+    assert off.blur_sigma(0) == 0
+
+
+def test_blur_images_matches_scipy_separable_convolution():
+    from scipy import ndimage
+
+    from training.loss import blur_images
+
+    sigma = 1.7  # floor(3 * 1.7) = 5: an 11-tap kernel
+    x = torch.randn(2, 3, 14, 17, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    radius = 5
+    taps = 2.0 ** -((np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    expected = x.double().numpy()
+    for axis in (2, 3):
+        expected = ndimage.convolve1d(expected, taps, axis=axis, mode="constant", cval=0.0)
+    np.testing.assert_allclose(blur_images(x, sigma).numpy(), expected, atol=2e-6)
+
+
+def test_blur_kernel_width_and_small_sigmas():
+    from training.loss import blur_kernel
+
+    assert blur_kernel(0) is None
+    assert blur_kernel(0.3) is None  # floor(0.9) = 0 taps on each side: no blur
+    taps = blur_kernel(10).double().numpy()
+    assert taps.shape == (61,)
+    x = np.arange(-30, 31)
+    std = np.sqrt((taps * x**2).sum())
+    # The kernel 2^-(x/sigma)^2 is a Gaussian of standard deviation sigma / sqrt(2 ln 2);
+    # cutting it at 3 sigma (3.5 of its standard deviations) trims about 0.2% of that.
+    np.testing.assert_allclose(std, 10 / np.sqrt(2 * np.log(2)), rtol=5e-3)
+
+
+def test_run_d_blurs_before_augmenting():
+    seen = []
+
+    class RecordingPipe(torch.nn.Module):
+        def forward(self, img):
+            seen.append(img.clone())
+            return img
+
+    D = LinearD((1, 8, 8))
+    loss = StyleGAN2Loss(
+        torch.device("cpu"), LinearG(shape=(1, 8, 8)), D, augment_pipe=RecordingPipe()
+    )
+    img = torch.zeros(1, 1, 8, 8)
+    img[0, 0, 4, 4] = 1
+    loss.run_D(img, torch.zeros(1, 0), blur_sigma=1.0)
+    assert len(seen) == 1
+    assert seen[0][0, 0, 4, 4] < 1 and seen[0][0, 0, 4, 5] > 0  # the pipe saw the blurred image
+    np.testing.assert_allclose(float(seen[0].sum()), 1.0, rtol=1e-6)

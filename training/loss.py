@@ -1,6 +1,8 @@
 """The StyleGAN2 training objective: non-saturating logistic loss, lazy R1 on real images and
 path-length regularization (Karras et al., "Analyzing and Improving the Image Quality of
-StyleGAN", CVPR 2020).
+StyleGAN", CVPR 2020). StyleGAN3 trains with the same loss, without path-length
+regularization and style mixing, and for -R with a blur of every image D sees that fades out
+early in training (Karras et al., "Alias-Free Generative Adversarial Networks", NeurIPS 2021).
 
 The loss has no DMD code. A masked discriminator is just another `D`, and its masks act on
 every D forward pass made here (Gmain, Dmain and the R1 term alike).
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
+from torch_utils.ops import upfirdn2d
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 
@@ -38,6 +41,8 @@ class StyleGAN2Loss(Loss):
         pl_batch_shrink: int = 2,  # Path-length minibatch is batch_gpu // pl_batch_shrink.
         pl_decay: float = 0.01,  # Decay of the running mean of path lengths.
         pl_no_weight_grad: bool = False,  # Reserved for a fast path; gradients still flow to weights.
+        blur_init_sigma: float = 0.0,  # Blur of D's inputs at the start of training. 0 = off.
+        blur_fade_kimg: float = 0.0,  # The blur fades linearly to 0 over this many kimg.
     ):
         self.device = device
         self.G = G
@@ -49,6 +54,12 @@ class StyleGAN2Loss(Loss):
         self.pl_batch_shrink = int(pl_batch_shrink)
         self.pl_decay = float(pl_decay)
         self.pl_no_weight_grad = bool(pl_no_weight_grad)
+        if not (np.isfinite(blur_init_sigma) and blur_init_sigma >= 0):
+            raise ValueError(f"blur_init_sigma must be a finite number >= 0, got {blur_init_sigma}")
+        if not (np.isfinite(blur_fade_kimg) and blur_fade_kimg >= 0):
+            raise ValueError(f"blur_fade_kimg must be a finite number >= 0, got {blur_fade_kimg}")
+        self.blur_init_sigma = float(blur_init_sigma)
+        self.blur_fade_kimg = float(blur_fade_kimg)
         self.pl_mean = torch.zeros([], device=device)
         self._loss_Dgen: torch.Tensor | None = None  # Last Dmain fake-image loss, for Loss/D/loss.
 
@@ -70,8 +81,19 @@ class StyleGAN2Loss(Loss):
         img = self.G.synthesis(ws, update_emas=update_emas)
         return img, ws
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor, update_emas: bool = False):
-        """Return D's logits [N, 1] for images [N, C, H, W], augmented when a pipe is set."""
+    def blur_sigma(self, cur_nimg: int) -> float:
+        """Blur strength at `cur_nimg` images: blur_init_sigma fading linearly to 0."""
+        if self.blur_fade_kimg > 0:
+            fade = max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0.0)
+            return fade * self.blur_init_sigma
+        return 0.0
+
+    def run_D(
+        self, img: torch.Tensor, c: torch.Tensor, blur_sigma: float = 0, update_emas: bool = False
+    ):
+        """Return D's logits [N, 1] for images [N, C, H, W], blurred and then augmented when
+        those are on."""
+        img = blur_images(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c, update_emas=update_emas)
@@ -93,20 +115,21 @@ class StyleGAN2Loss(Loss):
         if self.r1_gamma == 0:
             phase = {"Dreg": "", "Dboth": "Dmain"}.get(phase, phase)
 
+        blur_sigma = self.blur_sigma(cur_nimg)
         if phase in ("Gmain", "Gboth"):
-            self._accumulate_Gmain(gen_z, gen_c, gain)
+            self._accumulate_Gmain(gen_z, gen_c, gain, blur_sigma)
         if phase in ("Greg", "Gboth"):
             self._accumulate_Greg(gen_z, gen_c, gain)
         if phase in ("Dmain", "Dboth"):
-            self._accumulate_Dgen(gen_z, gen_c, gain)
+            self._accumulate_Dgen(gen_z, gen_c, gain, blur_sigma)
         if phase in ("Dmain", "Dreg", "Dboth"):
-            self._accumulate_Dreal(phase, real_img, real_c, gain)
+            self._accumulate_Dreal(phase, real_img, real_c, gain, blur_sigma)
 
-    def _accumulate_Gmain(self, gen_z, gen_c, gain):
+    def _accumulate_Gmain(self, gen_z, gen_c, gain, blur_sigma):
         # Non-saturating logistic loss: -log(sigmoid(D(G(z)))).
         with torch.autograd.profiler.record_function("Gmain_forward"):
             gen_img, _gen_ws = self.run_G(gen_z, gen_c)
-            gen_logits = self.run_D(gen_img, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=blur_sigma)
             training_stats.report("Loss/scores/fake", gen_logits)
             training_stats.report("Loss/signs/fake", gen_logits.sign())
             loss_Gmain = F.softplus(-gen_logits)
@@ -134,11 +157,13 @@ class StyleGAN2Loss(Loss):
         with torch.autograd.profiler.record_function("Gpl_backward"):
             loss_Gpl.mean().mul(gain).backward()
 
-    def _accumulate_Dgen(self, gen_z, gen_c, gain):
+    def _accumulate_Dgen(self, gen_z, gen_c, gain, blur_sigma):
         # Push D(G(z)) down: softplus(D(G(z))). update_emas lets G track w_avg here only.
         with torch.autograd.profiler.record_function("Dgen_forward"):
             gen_img, _gen_ws = self.run_G(gen_z, gen_c, update_emas=True)
-            gen_logits = self.run_D(gen_img.detach(), gen_c, update_emas=True)
+            gen_logits = self.run_D(
+                gen_img.detach(), gen_c, blur_sigma=blur_sigma, update_emas=True
+            )
             training_stats.report("Loss/scores/fake", gen_logits)
             training_stats.report("Loss/signs/fake", gen_logits.sign())
             loss_Dgen = F.softplus(gen_logits)
@@ -146,12 +171,12 @@ class StyleGAN2Loss(Loss):
         with torch.autograd.profiler.record_function("Dgen_backward"):
             loss_Dgen.mean().mul(gain).backward()
 
-    def _accumulate_Dreal(self, phase, real_img, real_c, gain):
+    def _accumulate_Dreal(self, phase, real_img, real_c, gain, blur_sigma):
         # Push D(x) up: softplus(-D(x)); R1 penalizes ||grad_x D(x)||^2 on real images.
         name = {"Dmain": "Dreal", "Dreg": "Dr1", "Dboth": "Dreal_Dr1"}[phase]
         with torch.autograd.profiler.record_function(name + "_forward"):
             real_img_tmp = real_img.detach().requires_grad_(phase in ("Dreg", "Dboth"))
-            real_logits = self.run_D(real_img_tmp, real_c)
+            real_logits = self.run_D(real_img_tmp, real_c, blur_sigma=blur_sigma)
             training_stats.report("Loss/scores/real", real_logits)
             training_stats.report("Loss/signs/real", real_logits.sign())
 
@@ -174,3 +199,27 @@ class StyleGAN2Loss(Loss):
                 training_stats.report("Loss/D/reg", loss_Dr1)
         with torch.autograd.profiler.record_function(name + "_backward"):
             (loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+
+
+def blur_kernel(sigma: float) -> torch.Tensor | None:
+    """Return the 1D blur kernel for `sigma`, or None when it would be a single tap.
+
+    The taps are 2 ** -(x / sigma) ** 2 for |x| <= floor(3 * sigma), normalized to sum 1: the
+    StyleGAN3 training blur, a Gaussian whose standard deviation is sigma / sqrt(2 ln 2),
+    about 0.85 * sigma.
+    """
+    radius = int(np.floor(sigma * 3))
+    if radius <= 0:
+        return None
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp2(-((x / sigma) ** 2))
+    return (taps / taps.sum()).float()
+
+
+def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur images [N, C, H, W] separably with blur_kernel(sigma), keeping their size."""
+    taps = blur_kernel(sigma)
+    if taps is None:
+        return img
+    with torch.autograd.profiler.record_function("blur"):
+        return upfirdn2d.filter2d(img, taps.to(img.device))
