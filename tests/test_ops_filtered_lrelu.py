@@ -104,6 +104,9 @@ CASES = [
     (2, 2, [1, 2, 2, 1], "asym4", "asym4", False, 0.0, 0.2, None),
     (2, 2, [1, 2, 2, 1], "asym4", "asym4", False, 1.3, -0.5, None),
     (2, 1, [1, 2, 2, 1], "asym4", "none", True, 2.5, 1.5, 0.0),
+    # Slope 1 (no nonlinearity), as in the StyleGAN3 toRGB layers.
+    (1, 1, [0, 0, 0, 0], "none", "none", False, 1.0, 1.0, None),
+    (2, 2, [1, 2, 2, 1], "asym4", "asym4", False, 0.8, 1.0, 0.5),
 ]
 
 

@@ -69,7 +69,8 @@ def filtered_lrelu(
     if upsample:
         up_gain = up**2 * gain if fold_gain else up**2
         x = fir.upfirdn2d(x, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up_gain)
-    x = F.leaky_relu(x, slope)
+    if slope != 1:  # slope 1 is the identity, as in the StyleGAN3 toRGB layers.
+        x = F.leaky_relu(x, slope)
     if not fold_gain and gain != 1:
         x = x * gain
     if clamp is not None:
