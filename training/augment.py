@@ -233,16 +233,18 @@ def bilinear_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> t
 
     Returns [N, C, Ho, Wo]. Unlike grid_sample, this has derivatives of every order with
     respect to `images`: the corner indices and weights come from the coordinates, which get no
-    gradient, and gather's backward is a scatter-add whose own backward is a gather.
+    gradient, and gather's backward is a scatter-add whose own backward is a gather. Indices and
+    weights are computed in the coordinates' dtype, so float64 coordinates keep samples at
+    integer positions exact for float32 images.
     """
     N, C, H, W = images.shape
     out_shape = [N, C, *x.shape[1:]]
-    x = x.detach().to(images.dtype).reshape(N, 1, -1)
-    y = y.detach().to(images.dtype).reshape(N, 1, -1)
+    x = x.detach().reshape(N, 1, -1)
+    y = y.detach().reshape(N, 1, -1)
     x0 = torch.floor(x)
     y0 = torch.floor(y)
-    fx = x - x0
-    fy = y - y0
+    fx = (x - x0).to(images.dtype)
+    fy = (y - y0).to(images.dtype)
     flat = images.reshape(N, C, H * W)
     out = None
     for dy, wy in [(0, 1 - fy), (1, fy)]:
@@ -257,8 +259,21 @@ def bilinear_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> t
     return out.reshape(out_shape)
 
 
-def _setup_resample_filter(device) -> torch.Tensor:
-    return upfirdn2d.setup_filter(SYM6_DEC_LO, device=device)
+def _resample_filter(dtype, device) -> tuple[torch.Tensor, float]:
+    """Return the sym6 taps normalized to unit DC gain, as a separable filter [12] for
+    upfirdn2d, and the offset of a low-res pixel on the 2x grid.
+
+    upsample2d places low-res pixel k at 2k + centroid - 5 on the 2x grid, where the centroid
+    sum(j * h[j]) / sum(h) (5.098 for sym6) is the filter's delay at low frequencies. The
+    downsampling pass with the flipped filter reads the same offset back. The filter midpoint
+    5.5 would also make the up-down pair exact, but a rotation or scaling would then move the
+    image by about 0.2 px, because sym6 is not symmetric.
+    """
+    taps = np.asarray(SYM6_DEC_LO, dtype=np.float64)
+    centroid = float(np.sum(np.arange(taps.size) * taps) / taps.sum())
+    offset = centroid - (taps.size // 2 - 1)
+    f = torch.as_tensor(taps / taps.sum(), dtype=dtype, device=device)
+    return f, offset
 
 
 def apply_geometric(images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
@@ -268,31 +283,36 @@ def apply_geometric(images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
 
     The image is reflect-padded to cover the transformed corners, upsampled 2x with the sym6
     low-pass filter, sampled bilinearly and downsampled 2x with the same filter flipped. Without
-    a transform, that up-down pair reproduces the image up to rounding, because sym6 is orthonormal to
-    its even shifts; integer translations are therefore exact as well.
+    a transform, that up-down pair reproduces the image up to rounding, because sym6 is
+    orthonormal to its even shifts. Integer translations are therefore exact as well.
     """
     N, C, H, W = images.shape
-    f = _setup_resample_filter(images.device)
-    margin = len(SYM6_DEC_LO) // 4  # Low-res pixels that each filter reaches beyond a sample.
-    G_inv = G_inv.to(device=images.device, dtype=images.dtype)
+    f, offset = _resample_filter(images.dtype, images.device)
+    margin = f.numel() // 4  # Low-res pixels that each filter reaches beyond a sample.
+    # Coordinates in float64 keep samples that should land on the 2x grid exactly on it.
+    G_inv = G_inv.to(device=images.device, dtype=torch.float64)
     cx, cy = (W - 1) / 2, (H - 1) / 2
     mx0, mx1, my0, my1 = _geometric_padding(G_inv, W, H, margin)
     images = reflect_pad(images, mx0, mx1, my0, my1)
     images = upfirdn2d.upsample2d(images, f, up=2)
 
     # Output samples on the 2x grid, padded by `margin` low-res pixels for the downsampling
-    # filter. With a 12-tap filter, low-res pixel k lands at 2k + 0.5 on the 2x grid.
-    out_x = (torch.arange(2 * (W + 2 * margin), device=images.device) - 0.5) / 2 - margin - cx
-    out_y = (torch.arange(2 * (H + 2 * margin), device=images.device) - 0.5) / 2 - margin - cy
-    out_y, out_x = torch.meshgrid(out_y.to(images.dtype), out_x.to(images.dtype), indexing="ij")
+    # filter, as output coordinates from the image center.
+    grid_x = torch.arange(2 * (W + 2 * margin), device=images.device, dtype=torch.float64)
+    grid_y = torch.arange(2 * (H + 2 * margin), device=images.device, dtype=torch.float64)
+    out_x = (grid_x - offset) / 2 - margin - cx
+    out_y = (grid_y - offset) / 2 - margin - cy
+    out_y, out_x = torch.meshgrid(out_y, out_x, indexing="ij")
     src_x = G_inv[:, 0, 0, None, None] * out_x + G_inv[:, 0, 1, None, None] * out_y
     src_y = G_inv[:, 1, 0, None, None] * out_x + G_inv[:, 1, 1, None, None] * out_y
     src_x = src_x + G_inv[:, 0, 2, None, None]
     src_y = src_y + G_inv[:, 1, 2, None, None]
-    images = bilinear_sample(images, 2 * (src_x + cx + mx0) + 0.5, 2 * (src_y + cy + my0) + 0.5)
+    u = 2 * (src_x + cx + mx0) + offset
+    v = 2 * (src_y + cy + my0) + offset
+    images = bilinear_sample(images, u, v)
 
-    # The flipped filter makes the up-down pair zero-phase, and the negative padding crops the
-    # margin.
+    # The flipped filter undoes the upsampling filter's phase, and the negative padding crops
+    # the margin.
     return upfirdn2d.downsample2d(images, f, down=2, padding=-2 * margin, flip_filter=True)
 
 
@@ -322,8 +342,8 @@ def _geometric_padding(G_inv, width, height, margin) -> list[int]:
 def apply_blit(images: torch.Tensor, flip: torch.Tensor, quarter_turns: torch.Tensor):
     """Mirror images [N, C, H, W] horizontally where flip [N] is 1, then rotate them by
     quarter_turns [N] (0 .. 3) times 90 degrees as rotate2d turns (clockwise on screen). These
-    are exact pixel permutations: resampling would blur them, because the sym6 filter is
-    asymmetric."""
+    are exact pixel permutations. The resampling path would only approximate a mirror image,
+    because the asymmetric sym6 filter's phase is not undone across a flipped axis."""
     flip = flip.reshape(-1, 1, 1, 1)
     images = torch.where(flip > 0, images.flip(3), images)
     out = images
@@ -490,7 +510,7 @@ class AugmentPipe(torch.nn.Module):
             )
         if self.rotate90 and height != width:
             raise ValueError(
-                f"AugmentPipe rotate90 needs square images, got {height}x{width}; set rotate90=0"
+                f"AugmentPipe rotate90 needs square images, got {height}x{width}. Set rotate90=0 for them"
             )
         if debug_percentile is not None and not 0 <= debug_percentile <= 1:
             raise ValueError(
