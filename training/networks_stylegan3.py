@@ -44,7 +44,9 @@ def design_lowpass_filter(
     radial: bool = False,  # Radially symmetric 2D jinc instead of a separable 1D sinc.
 ) -> torch.Tensor | None:
     """Design a Kaiser-windowed low-pass FIR filter. Returns float32 taps [numtaps] (apply
-    along both axes), [numtaps, numtaps] when `radial`, or None when numtaps is 1."""
+    along both axes), [numtaps, numtaps] when `radial`, or None when numtaps is 1. The radial
+    filter's window is the outer product of two 1D Kaiser windows, so its taps are radially
+    symmetric only up to that window."""
     if numtaps < 1:
         raise ValueError(f"Invalid filter length numtaps={numtaps}: expected at least 1")
     if numtaps == 1:
@@ -283,7 +285,7 @@ class SynthesisLayer(torch.nn.Module):
         self,
         w_dim: int,  # Intermediate latent (w) dimensionality.
         is_torgb: bool,  # The last layer: 1x1 conv to image channels, linear, no filters.
-        is_critically_sampled: bool,  # Cutoff at Nyquist; these layers never use radial filters.
+        is_critically_sampled: bool,  # Cutoff at Nyquist, so never a radial filter.
         use_fp16: bool,  # Run in float16 on CUDA (never on CPU).
         in_channels: int,  # Number of input channels.
         out_channels: int,  # Number of output channels.
