@@ -23,6 +23,7 @@ import torch
 import dnnlib
 from torch_utils import misc
 from training import training_loop
+from training.augment import AUGPIPE_SPECS
 
 # ----------------------------------------------------------------------------
 # Process launch.
@@ -75,6 +76,7 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
     print(f"Dataset resolution:  {c.training_set_kwargs.resolution}")
     print(f"Dataset labels:      {c.training_set_kwargs.use_labels}")
     print(f"Dataset x-flips:     {c.training_set_kwargs.xflip}")
+    print(f"Augmentation:        {describe_augmentation(c)}")
     print(f"DMD:                 {describe_dmd(c)}")
     print()
 
@@ -95,6 +97,17 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
         else:
             # NOTE: the multi-GPU path (one process per GPU, NCCL) has not been run on GPUs yet.
             torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+
+
+def describe_augmentation(c: dnnlib.EasyDict) -> str:
+    if not c.get("augment_kwargs"):
+        return "off"
+    names = sorted(k for k, v in c.augment_kwargs.items() if k != "class_name" and v)
+    if c.get("ada_target") is not None:
+        how = f"adaptive p, target {c.ada_target:g}"
+    else:
+        how = f"fixed p = {c.get('augment_p', 0):g}"
+    return f"{how}; {', '.join(names)}"
 
 
 def describe_dmd(c: dnnlib.EasyDict) -> str:
@@ -224,12 +237,6 @@ def dmd_desc(dmd_kwargs: dict | None) -> str:
 
 def validate_options(opts: dnnlib.EasyDict) -> None:
     """Reject option values that cannot work, naming the flag and the legal values."""
-    if opts.cfg in ("stylegan3-t", "stylegan3-r"):
-        raise click.ClickException(f"--cfg={opts.cfg} is not implemented yet; use --cfg=stylegan2")
-    if opts.aug != "noaug":
-        raise click.ClickException(
-            f"--aug={opts.aug} is not implemented yet (adaptive augmentation is planned); use --aug=noaug"
-        )
     if opts.batch % opts.gpus != 0:
         raise click.ClickException(f"--batch={opts.batch} must be a multiple of --gpus={opts.gpus}")
     batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
@@ -273,19 +280,7 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     if opts.workers > 0:
         c.data_loader_kwargs.prefetch_factor = 2
 
-    # Upstream's mapping depth: 8 layers for StyleGAN2, 2 for StyleGAN3, unless --map-depth.
-    map_depth = opts.map_depth
-    if map_depth is None:
-        map_depth = 8 if opts.cfg == "stylegan2" else 2
-    c.G_kwargs = dnnlib.EasyDict(
-        class_name="training.networks_stylegan2.Generator",
-        z_dim=512,
-        w_dim=512,
-        channel_base=opts.cbase,
-        channel_max=opts.cmax,
-        mapping_kwargs=dnnlib.EasyDict(num_layers=map_depth, w_avg_beta=0.995),
-        fused_modconv_default="inference_only",
-    )
+    c.G_kwargs = generator_kwargs(opts)
     c.D_kwargs = dnnlib.EasyDict(
         class_name="training.networks_stylegan2.Discriminator",
         channel_base=opts.cbase,
@@ -308,24 +303,29 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     if opts.dmd_diagnostics:
         c.hook_kwargs.append(diagnostics_hook_kwargs(opts, img_resolution))
 
-    glr = opts.glr if opts.glr is not None else 0.002
+    glr = opts.glr
+    if glr is None:
+        glr = 0.002 if opts.cfg == "stylegan2" else 0.0025
     c.G_opt_kwargs = dnnlib.EasyDict(
         class_name="torch.optim.Adam", lr=glr, betas=[0.0, 0.99], eps=1e-8
     )
     c.D_opt_kwargs = dnnlib.EasyDict(
         class_name="torch.optim.Adam", lr=opts.dlr, betas=[0.0, 0.99], eps=1e-8
     )
-    c.loss_kwargs = dnnlib.EasyDict(
-        class_name="training.loss.StyleGAN2Loss",
-        r1_gamma=opts.gamma,
-        style_mixing_prob=0.9,
-        pl_weight=2.0,
-        pl_batch_shrink=2,
-        pl_decay=0.01,
-        pl_no_weight_grad=True,
-    )
-    c.G_reg_interval = 4
+    c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=opts.gamma)
     c.D_reg_interval = 16
+    if opts.cfg == "stylegan2":
+        c.loss_kwargs.update(
+            style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01,
+            pl_no_weight_grad=True,
+        )  # fmt: skip
+        c.G_reg_interval = 4
+    else:
+        # StyleGAN3 has no path-length regularization, so G needs no lazy regularization.
+        c.G_reg_interval = None
+    if opts.cfg == "stylegan3-r":
+        c.loss_kwargs.blur_init_sigma = 10
+        c.loss_kwargs.blur_fade_kimg = opts.batch * 200 / 32
 
     c.num_gpus = opts.gpus
     c.device_type = opts.device
@@ -340,15 +340,63 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
     c.cudnn_benchmark = not opts.nobench
+    add_augmentation(c, opts)
     if opts.resume is not None:
         c.resume_pkl = os.path.abspath(opts.resume)
         c.ema_rampup = None  # A resumed G_ema is already a good average.
+        c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
+        if c.get("ada_target") is not None:
+            c.ada_kimg = 100  # Let p settle quickly around the resumed value, as upstream.
 
     desc = f"{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}"
+    if opts.aug != "noaug" and opts.augpipe != "bgc":
+        desc += f"-{opts.augpipe}"
     desc += "-" + dmd_desc(dmd_kwargs)
     if opts.desc:
         desc += f"-{opts.desc}"
     return c, desc
+
+
+def generator_kwargs(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
+    """G's class and options for --cfg, with upstream's presets."""
+    # Upstream's mapping depth: 8 layers for StyleGAN2, 2 for StyleGAN3, unless --map-depth.
+    map_depth = opts.map_depth
+    if map_depth is None:
+        map_depth = 8 if opts.cfg == "stylegan2" else 2
+    kwargs = dnnlib.EasyDict(
+        z_dim=512,
+        w_dim=512,
+        channel_base=opts.cbase,
+        channel_max=opts.cmax,
+        mapping_kwargs=dnnlib.EasyDict(num_layers=map_depth),
+    )
+    if opts.cfg == "stylegan2":
+        kwargs.class_name = "training.networks_stylegan2.Generator"
+        kwargs.mapping_kwargs.w_avg_beta = 0.995
+        kwargs.fused_modconv_default = "inference_only"
+        return kwargs
+    kwargs.class_name = "training.networks_stylegan3.Generator"
+    # Half-life of the input magnitude averages: 20k images, whatever the batch size.
+    kwargs.magnitude_ema_beta = 0.5 ** (opts.batch / (20 * 1e3))
+    if opts.cfg == "stylegan3-r":
+        kwargs.conv_kernel = 1
+        kwargs.channel_base *= 2
+        kwargs.channel_max *= 2
+        kwargs.use_radial_filters = True
+    return kwargs
+
+
+def add_augmentation(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
+    """Set the augmentation pipe and its p schedule for --aug, --augpipe, --p and --target."""
+    if opts.aug == "noaug":
+        return
+    c.augment_kwargs = dnnlib.EasyDict(
+        class_name="training.augment.AugmentPipe", **AUGPIPE_SPECS[opts.augpipe]
+    )
+    if opts.aug == "ada":
+        c.ada_target = opts.target
+    else:
+        c.augment_p = opts.p
 
 
 def check_resume(c: dnnlib.EasyDict) -> None:
@@ -403,7 +451,8 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 # Optional features.
 @click.option("--cond",         help="Train a class-conditional model from dataset.json labels", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
-@click.option("--aug",          help="Augmentation mode (only noaug is implemented so far)",       type=click.Choice(["noaug", "ada", "fixed"]), default="noaug", show_default=True)
+@click.option("--aug",          help="Augmentation mode",                                          type=click.Choice(["noaug", "ada", "fixed"]), default="ada", show_default=True)
+@click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
 @click.option("--resume",       help="Resume from a network snapshot", metavar="PKL",              type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
@@ -412,9 +461,9 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--batch-gpu",    help="Images per forward pass on one GPU [default: batch/gpus]", metavar="INT", type=click.IntRange(min=1))
 @click.option("--cbase",        help="Channel base: channels at resolution r are min(cbase/r, cmax)", metavar="INT", type=click.IntRange(min=1), default=32768, show_default=True)
 @click.option("--cmax",         help="Maximum number of channels per layer", metavar="INT",        type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2]", metavar="FLOAT", type=click.FloatRange(min=0))
+@click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2, 0.0025 for stylegan3]", metavar="FLOAT", type=click.FloatRange(min=0))
 @click.option("--dlr",          help="D learning rate", metavar="FLOAT",                           type=click.FloatRange(min=0), default=0.002, show_default=True)
-@click.option("--map-depth",    help="Mapping network depth  [default: 8 for stylegan2]", metavar="INT", type=click.IntRange(min=1))
+@click.option("--map-depth",    help="Mapping network depth  [default: 8 for stylegan2, 2 for stylegan3]", metavar="INT", type=click.IntRange(min=1))
 @click.option("--mbstd-group",  help="Minibatch standard deviation group size", metavar="INT",    type=click.IntRange(min=1), default=4, show_default=True)
 # DMD.
 @click.option("--dmd",          help="Use the dynamically masked discriminator", metavar="BOOL",   type=bool, default=False, show_default=True)

@@ -137,3 +137,21 @@ def test_state_mismatch_lists_tensors():
     message = str(info.value)
     assert "shape mismatch: b16.fromrgb.weight" in message
     assert "old.pkl" in message
+
+
+def test_snapshot_keeps_augment_pipe_and_its_p(tmp_path):
+    from training.augment import AUGPIPE_SPECS, AugmentPipe
+
+    G, D = tiny_networks()
+    pipe = AugmentPipe(**AUGPIPE_SPECS["bgc"], xint_max=0.25)
+    pipe.p.fill_(0.3125)
+    path = str(tmp_path / "network-snapshot-000000.pkl")
+    snapshot_lib.save_network_snapshot(path, {"G": G, "D": D, "G_ema": G, "augment_pipe": pipe})
+    data = snapshot_lib.load_network_snapshot(path)
+    assert isinstance(data.augment_pipe, AugmentPipe)
+    assert float(data.augment_pipe.p) == 0.3125
+    assert data.augment_pipe.init_kwargs["xint_max"] == 0.25
+
+    # Runs without augmentation store None, and loading gives None back.
+    snapshot_lib.save_network_snapshot(path, {"G": G, "D": D, "G_ema": G, "augment_pipe": None})
+    assert snapshot_lib.load_network_snapshot(path).augment_pipe is None

@@ -1,6 +1,7 @@
 """train.py start-up checks: every invalid option combination fails before training, naming
 the flag; a dry run prints the options and creates nothing."""
 
+import json
 import os
 import zipfile
 
@@ -65,8 +66,6 @@ def base_args(outdir, data):
         (["--batch=8", "--mbstd-group=3"], "must be a multiple of --mbstd-group=3"),
         (["--metrics=fid_nonsense"], "unknown metric 'fid_nonsense'"),
         (["--cond=1"], "--cond=1 requires labels"),
-        (["--aug=ada"], "--aug=ada is not implemented yet"),
-        (["--cfg=stylegan3-t"], "--cfg=stylegan3-t is not implemented yet"),
         (["--resume=/nonexistent/snap.pkl"], "--resume=/nonexistent/snap.pkl: file not found"),
         (["--dmd=1", "--dmd-layers=7"], "--dmd-layers"),
         (["--dmd=1", "--dmd-layers=a,b"], "--dmd-layers"),
@@ -130,3 +129,82 @@ def test_cli_missing_detector_fails_before_training(tmp_path, data_zip):
     assert result.exit_code != 0
     assert "no-such-inception.pt" in result.output
     assert not os.path.exists(tmp_path / "runs")
+
+
+def dry_run_options(tmp_path, data_zip, *extra):
+    """Run train.py --dry-run and return the printed training options as a dict."""
+    result = invoke(base_args(tmp_path / "runs", data_zip) + [*extra, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = result.output.split("Training options:")[1].split("Output directory:")[0]
+    return json.loads(text), result.output
+
+
+def test_cli_stylegan3_presets(tmp_path, data_zip):
+    c, _ = dry_run_options(tmp_path, data_zip, "--cfg=stylegan3-t", "--batch=16")
+    assert c["G_kwargs"]["class_name"] == "training.networks_stylegan3.Generator"
+    assert c["G_kwargs"]["mapping_kwargs"] == {"num_layers": 2}
+    assert (c["G_kwargs"]["channel_base"], c["G_kwargs"]["channel_max"]) == (256, 16)
+    assert c["G_kwargs"]["magnitude_ema_beta"] == 0.5 ** (16 / 20000)
+    assert "conv_kernel" not in c["G_kwargs"] and "use_radial_filters" not in c["G_kwargs"]
+    assert c["G_opt_kwargs"]["lr"] == 0.0025 and c["D_opt_kwargs"]["lr"] == 0.002
+    assert c["G_reg_interval"] is None and c["D_reg_interval"] == 16
+    loss = c["loss_kwargs"]
+    assert loss.get("pl_weight", 0) == 0 and loss.get("style_mixing_prob", 0) == 0
+    assert loss.get("blur_init_sigma", 0) == 0
+    assert c["D_kwargs"]["class_name"] == "training.networks_stylegan2.Discriminator"
+
+
+def test_cli_stylegan3_r_presets(tmp_path, data_zip):
+    c, _ = dry_run_options(tmp_path, data_zip, "--cfg=stylegan3-r", "--batch=16")
+    G = c["G_kwargs"]
+    assert (G["channel_base"], G["channel_max"]) == (512, 32)  # doubled for G only
+    assert (c["D_kwargs"]["channel_base"], c["D_kwargs"]["channel_max"]) == (256, 16)
+    assert G["conv_kernel"] == 1 and G["use_radial_filters"] is True
+    assert c["loss_kwargs"]["blur_init_sigma"] == 10
+    assert c["loss_kwargs"]["blur_fade_kimg"] == 16 * 200 / 32
+
+
+def test_cli_stylegan2_presets_unchanged(tmp_path, data_zip):
+    c, _ = dry_run_options(tmp_path, data_zip)
+    assert c["G_kwargs"]["class_name"] == "training.networks_stylegan2.Generator"
+    assert c["G_kwargs"]["mapping_kwargs"] == {"num_layers": 8, "w_avg_beta": 0.995}
+    assert c["G_opt_kwargs"]["lr"] == 0.002 and c["G_reg_interval"] == 4
+    assert c["loss_kwargs"]["pl_weight"] == 2 and c["loss_kwargs"]["style_mixing_prob"] == 0.9
+
+
+def test_cli_explicit_glr_and_map_depth_win(tmp_path, data_zip):
+    c, _ = dry_run_options(tmp_path, data_zip, "--cfg=stylegan3-t", "--glr=0.001", "--map-depth=4")
+    assert c["G_opt_kwargs"]["lr"] == 0.001
+    assert c["G_kwargs"]["mapping_kwargs"]["num_layers"] == 4
+
+
+def test_cli_ada_is_the_default_with_bgc(tmp_path, data_zip):
+    c, output = dry_run_options(tmp_path, data_zip)
+    bgc = ["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac"]
+    bgc += ["brightness", "contrast", "lumaflip", "hue", "saturation"]
+    assert c["augment_kwargs"] == dict(
+        {k: 1 for k in bgc}, class_name="training.augment.AugmentPipe"
+    )
+    assert c["ada_target"] == 0.6 and "augment_p" not in c
+    assert "Augmentation:        adaptive p, target 0.6" in output
+
+
+def test_cli_fixed_and_no_augmentation(tmp_path, data_zip):
+    c, output = dry_run_options(tmp_path, data_zip, "--aug=fixed", "--p=0.3", "--augpipe=blit")
+    assert c["augment_p"] == 0.3 and "ada_target" not in c
+    assert c["augment_kwargs"] == {
+        "class_name": "training.augment.AugmentPipe",
+        "xflip": 1,
+        "rotate90": 1,
+        "xint": 1,
+    }
+    assert "fixed p = 0.3" in output and "-blit-" in output
+    c, output = dry_run_options(tmp_path, data_zip, "--aug=noaug", "--target=0.8")
+    assert "augment_kwargs" not in c and "ada_target" not in c
+    assert "Augmentation:        off" in output
+
+
+def test_cli_rejects_unknown_augpipe(tmp_path, data_zip):
+    result = invoke(base_args(tmp_path / "runs", data_zip) + ["--augpipe=bgcx"])
+    assert result.exit_code == 2
+    assert "--augpipe" in result.output and "bgcfnc" in result.output

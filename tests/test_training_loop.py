@@ -66,3 +66,48 @@ def test_image_grid_layout(tmp_path):
     assert grid[0, 3] == 51  # Image 1 at column 1: 1 * 255 / 5.
     assert grid[2, 0] == 153  # Image 3 starts row 1: 3 * 255 / 5.
     assert grid[3, 8] == 255
+
+
+# ----------------------------------------------------------------------------
+# ADA: p follows the sign of D's outputs on real images.
+
+
+class PipeWithP(torch.nn.Module):
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+
+
+def run_ada_steps(pipe, signs_per_step, batch_size=8, interval=4, ada_kimg=0.5, target=0.6):
+    from torch_utils import training_stats
+
+    stats = training_loop.ada_sign_collector()
+    stats.update()  # Start from a clean interval whatever earlier tests reported.
+    history = []
+    for signs in signs_per_step:
+        training_stats.report("Loss/signs/real", torch.tensor(signs, dtype=torch.float32))
+        training_loop.adjust_augment_p(pipe, stats, target, batch_size, interval, ada_kimg)
+        history.append(float(pipe.p))
+    return history
+
+
+def test_ada_p_rises_when_D_overfits_and_falls_back_to_zero():
+    pipe = PipeWithP(0.0)
+    step = 8 * 4 / (0.5 * 1000)  # batch * interval / (ada_kimg * 1000) = 0.064
+    # Mean sign 0.8 > target 0.6: D is confident on reals, so p must rise by `step` each time.
+    rising = run_ada_steps(pipe, [[1] * 9 + [-1]] * 5)
+    np.testing.assert_allclose(rising, [step * k for k in range(1, 6)], rtol=1e-5)
+    # Mean sign 0 < 0.6: p falls by the same step and stops at 0.
+    falling = run_ada_steps(pipe, [[1, -1, 1, -1]] * 8)
+    expected = [max(step * 5 - step * k, 0) for k in range(1, 9)]
+    np.testing.assert_allclose(falling, expected, atol=1e-6)
+    assert falling[-1] == 0
+
+
+def test_ada_step_skipped_when_no_signs_were_reported():
+
+    pipe = PipeWithP(0.25)
+    stats = training_loop.ada_sign_collector()
+    stats.update()
+    training_loop.adjust_augment_p(pipe, stats, 0.6, 8, 4, 500)
+    assert float(pipe.p) == 0.25

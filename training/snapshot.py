@@ -5,6 +5,7 @@ holding only plain containers, numbers, strings and tensors:
 
     {"format": "dmd-gan-snapshot", "format_version": 1,
      "G" | "D" | "G_ema": {"class_name": str, "init_kwargs": dict, "state_dict": dict},
+     "augment_pipe": the same, or None when training ran without augmentation,
      "optimizers": {"G": dict, "D": dict} or None, "progress": {"cur_nimg": int, ...},
      "loss_state": dict, "training_set_kwargs": dict or None, "training_options": dict or None}
 
@@ -28,12 +29,14 @@ from dnnlib.util import atomic_write
 
 SNAPSHOT_FORMAT = "dmd-gan-snapshot"
 SNAPSHOT_FORMAT_VERSION = 1
-NETWORK_KEYS = ("G", "D", "G_ema")
+NETWORK_KEYS = ("G", "D", "G_ema", "augment_pipe")
 
 # Network classes a snapshot may name. Anything else is rejected before it is imported.
 NETWORK_CLASSES = {
     "training.networks_stylegan2.Generator",
     "training.networks_stylegan2.Discriminator",
+    "training.networks_stylegan3.Generator",
+    "training.augment.AugmentPipe",
     "dmd_patch.networks.DMDDiscriminator",
 }
 
@@ -80,6 +83,9 @@ def save_network_snapshot(path: str, networks: dict[str, torch.nn.Module], **ext
     """
     data: dict[str, Any] = {"format": SNAPSHOT_FORMAT, "format_version": SNAPSHOT_FORMAT_VERSION}
     for key, module in networks.items():
+        if module is None:
+            data[key] = None
+            continue
         bad = [
             name
             for name, t in module.state_dict().items()

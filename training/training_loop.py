@@ -397,6 +397,7 @@ def training_loop(
     G_opt_kwargs: dict | None = None,  # Generator optimizer: class_name, lr, betas, ...
     D_opt_kwargs: dict | None = None,  # Discriminator optimizer: class_name, lr, betas, ...
     loss_kwargs: dict | None = None,  # Loss: class_name and options.
+    augment_kwargs: dict | None = None,  # Augmentation pipe: class_name and options; None = off.
     hook_kwargs: list | None = None,  # Plug-ins, each a dict with class_name; see below.
     metrics: list | None = None,  # Metric names evaluated at every network snapshot.
     metric_kwargs: dict | None = None,  # Extra calc_metric options (detector path, ...).
@@ -408,6 +409,10 @@ def training_loop(
     batch_gpu: int = 4,  # Samples per forward pass on one process; gradients accumulate.
     ema_kimg: float = 10,  # Half-life of G_ema in thousands of images.
     ema_rampup: float | None = 0.05,  # Ramp-up of the half-life; None = no ramp-up.
+    augment_p: float = 0,  # Initial augmentation probability.
+    ada_target: float | None = None,  # ADA target for the mean sign of D(real); None = fixed p.
+    ada_interval: int = 4,  # Minibatches between ADA adjustments of p.
+    ada_kimg: float = 500,  # ADA speed: p can move from 0 to 1 within this many kimg.
     G_reg_interval: int | None = None,  # Minibatches between G regularizations; None = fused.
     D_reg_interval: int | None = 16,  # Minibatches between D regularizations; None = fused.
     total_kimg: float = 25000,  # Length of training in thousands of real images shown.
@@ -424,6 +429,12 @@ def training_loop(
     Each hook is constructed with G, D, G_ema and batch_size plus its own options, and the loop
     calls hook.on_step_begin(cur_nimg) before every minibatch, hook.on_step_end(cur_nimg) after
     it and hook.status_fields() for the tick line.
+
+    With augment_kwargs, every image D sees goes through the augmentation pipe with
+    probability p, which starts at augment_p (or at the resumed snapshot's p) and, when
+    ada_target is set, is adjusted every ada_interval minibatches toward the point where the
+    mean sign of D's outputs on real images equals ada_target (Karras et al., "Training
+    Generative Adversarial Networks with Limited Data", NeurIPS 2020).
     """
     training_set_kwargs = dict(training_set_kwargs or {})
     data_loader_kwargs = dict(data_loader_kwargs or {})
@@ -468,8 +479,13 @@ def training_loop(
         img = misc.print_module_summary(G, [z, c])
         misc.print_module_summary(D, [img, c])
 
+    augment_pipe, ada_stats = setup_augmentation(
+        augment_kwargs, augment_p, ada_target, resume_data, resume_pkl, device, rank
+    )
     broadcast_networks(G, D, G_ema, num_gpus)
-    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, **loss_kwargs)
+    loss = dnnlib.util.construct_class_by_name(
+        device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs
+    )
     hooks = [
         dnnlib.util.construct_class_by_name(**kw, G=G, D=D, G_ema=G_ema, batch_size=batch_size)
         for kw in hook_kwargs
@@ -498,6 +514,7 @@ def training_loop(
         print(f"Training for {total_kimg} kimg...\n")
     ctx = dnnlib.EasyDict(
         G=G, D=D, G_ema=G_ema, phases=phases, loss=loss, hooks=hooks, grid=grid,
+        augment_pipe=augment_pipe,
         reporter=TickReporter(run_dir, rank), run_dir=run_dir,
         training_set_kwargs=training_set_kwargs, metrics=metrics, metric_kwargs=metric_kwargs,
         num_gpus=num_gpus, rank=rank, device=device, abort_fn=abort_fn,
@@ -523,6 +540,10 @@ def training_loop(
         state.cur_nimg += batch_size
         state.batch_idx += 1
         update_G_ema(G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup)
+        if ada_stats is not None and state.batch_idx % ada_interval == 0:
+            adjust_augment_p(
+                augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
+            )
         for hook in hooks:
             hook.on_step_end(state.cur_nimg)
 
@@ -538,6 +559,48 @@ def training_loop(
     ctx.reporter.close()
     if rank == 0:
         print("\nExiting...")
+
+
+def setup_augmentation(
+    augment_kwargs, augment_p, ada_target, resume_data, resume_pkl, device, rank
+):
+    """Build the augmentation pipe and, for ADA, the collector of D's signs on real images.
+
+    Returns (None, None) without augment_kwargs. A resumed snapshot's pipe state (its p)
+    replaces augment_p.
+    """
+    if not augment_kwargs:
+        return None, None
+    pipe = dnnlib.util.construct_class_by_name(**augment_kwargs)
+    pipe = pipe.train().requires_grad_(False).to(device)
+    pipe.p.copy_(torch.as_tensor(float(augment_p)))
+    saved = (resume_data or {}).get("augment_pipe")
+    if saved is not None:
+        snapshot_lib.load_state_checked(pipe, saved["state_dict"], source=resume_pkl)
+        if rank == 0:
+            print(f"Augmentation probability restored from the snapshot: p = {float(pipe.p):.4f}")
+    ada_stats = ada_sign_collector() if ada_target is not None else None
+    return pipe, ada_stats
+
+
+def ada_sign_collector() -> training_stats.Collector:
+    """Collector of sign(D(real)) between ADA steps; empty when no D phase ran in between."""
+    return training_stats.Collector(regex="Loss/signs/real", keep_previous=False)
+
+
+def adjust_augment_p(augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg):
+    """One ADA step: move p by batch_size * ada_interval / (ada_kimg * 1000) toward making
+    the mean sign of D(real) since the last step equal ada_target."""
+    from training.augment import ada_adjust
+
+    ada_stats.update()
+    if ada_stats.num("Loss/signs/real") == 0:
+        return  # No D phase ran since the last step (possible with odd phase schedules).
+    new_p = ada_adjust(
+        float(augment_pipe.p), ada_stats["Loss/signs/real"], ada_target,
+        batch_size, ada_interval, ada_kimg,
+    )  # fmt: skip
+    augment_pipe.p.copy_(torch.as_tensor(new_p))
 
 
 def broadcast_networks(G, D, G_ema, num_gpus):
@@ -606,6 +669,9 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
         state.tick_start_nimg, state.maintenance_time, ctx.device,
     )  # fmt: skip
     line = ctx.reporter.status_line(fields)
+    if ctx.augment_pipe is not None:
+        p = float(ctx.augment_pipe.p)
+        fields.append(("augment", "Progress/augment", "{:.3f}", p))
     extra = " ".join(hook.status_fields() for hook in ctx.hooks)
     if ctx.rank == 0:
         print(line + (" " + extra if extra else ""))
@@ -659,7 +725,7 @@ def save_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot
     }
     snapshot_lib.save_network_snapshot(
         snapshot_pkl,
-        {"G": ctx.G, "D": ctx.D, "G_ema": ctx.G_ema},
+        {"G": ctx.G, "D": ctx.D, "G_ema": ctx.G_ema, "augment_pipe": ctx.augment_pipe},
         optimizers=optimizer_states(ctx.phases),
         progress=progress,
         loss_state=loss_state,
