@@ -35,10 +35,11 @@ DEFAULT_DATA = os.path.join(ROOT, "data", "fashion-mnist-32x32.zip")
 
 # The demo-scale network of scripts/demo.sh, sized for a CPU. The 1-kimg DMD interval gives
 # several detections within the default 8 kimg; train.py's default interval (4 kimg) would give
-# one, at the very end.
+# one, at the very end. No augmentation, so that DMD is the only difference between runs (and
+# docs/results stays reproducible); add --aug=ada to --base-args to study the two together.
 CPU_BASE_ARGS = (
     "--cfg=stylegan2 --gpus=1 --batch=16 --gamma=0.1 --cbase=2048 --cmax=128 --map-depth=2 "
-    "--workers=1 --metrics=fid500 --tick=1 --dmd-interval=1"
+    "--workers=1 --metrics=fid500 --tick=1 --dmd-interval=1 --aug=noaug"
 )
 
 # train.py flags that sweep.py sets for every run, with the sweep.py option to use instead.
