@@ -1,6 +1,7 @@
 """Shared test setup: make the repository root importable and keep torch on few threads."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -26,3 +27,23 @@ def _isolated_cache(tmp_path_factory):
         del os.environ["DNNLIB_CACHE_DIR"]
     else:
         os.environ["DNNLIB_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """64 labeled images taken from the bundled Fashion-MNIST data with dataset_tool.py, for
+    the end-to-end runs of train.py. Tests must not modify the file."""
+    path = str(tmp_path_factory.mktemp("data") / "fmnist64.zip")
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "dataset_tool.py"),
+            f"--source={os.path.join(ROOT, 'data', 'fashion-mnist-32x32.zip')}",
+            f"--dest={path}",
+            "--max-images=64",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    return path

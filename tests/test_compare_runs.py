@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_train_e2e import detector, run_train, small_data  # noqa: F401 (pytest fixtures)
+from test_train_e2e import detector, run_train  # noqa: F401 (pytest fixture)
 
 import compare_runs
 

@@ -27,25 +27,6 @@ class MeanPoolDetector(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """64 labeled images taken from the bundled data with dataset_tool.py."""
-    path = str(tmp_path_factory.mktemp("data") / "fmnist64.zip")
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "dataset_tool.py"),
-            f"--source={BUNDLED}",
-            f"--dest={path}",
-            "--max-images=64",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("detector") / "mean-pool.pt")
     with warnings.catch_warnings():
