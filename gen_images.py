@@ -2,6 +2,9 @@
 
     python gen_images.py --network=training-runs/00000-.../network-snapshot-000016.pkl \\
         --seeds=0-7 --trunc=1 --outdir=out
+
+StyleGAN3 networks also take --translate and --rotate, which move the generator's input
+coordinate grid: the whole image shifts or turns, as the networks are built to allow.
 """
 
 from __future__ import annotations
@@ -39,6 +42,46 @@ def parse_range(value: str | list) -> list[int]:
     if too_large:
         raise click.BadParameter(f"seed {too_large[0]} is too large; seeds go up to {2**32 - 1}")
     return numbers
+
+
+def parse_vec2(value: str | tuple) -> tuple[float, float]:
+    """Parse 'x,y' into a pair of floats."""
+    if isinstance(value, tuple):
+        return value
+    parts = value.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        x, y = (float(part) for part in parts)
+    except ValueError:
+        raise click.BadParameter(f"expected two numbers 'x,y', got {value!r}") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise click.BadParameter(f"expected finite numbers, got {value!r}")
+    return x, y
+
+
+def make_transform(translate: tuple[float, float], angle_deg: float) -> np.ndarray:
+    """Return the 3x3 matrix that rotates by `angle_deg` and then translates by `translate`."""
+    angle = np.deg2rad(angle_deg)
+    cos, sin = np.cos(angle), np.sin(angle)
+    return np.array(
+        [[cos, sin, translate[0]], [-sin, cos, translate[1]], [0, 0, 1]], dtype=np.float64
+    )
+
+
+def set_input_transform(G, translate: tuple[float, float], rotate: float) -> None:
+    """Point G's input grid at the transformed view. The input layer maps output coordinates
+    to input ones, so it receives the inverse of make_transform(translate, rotate)."""
+    if translate == (0, 0) and rotate == 0:
+        return
+    net_input = getattr(G.synthesis, "input", None)
+    if net_input is None or not hasattr(net_input, "transform"):
+        raise click.ClickException(
+            "--translate and --rotate need a StyleGAN3 network; this network has no "
+            "transformable input (StyleGAN2 starts from a learned constant)"
+        )
+    matrix = np.linalg.inv(make_transform(translate, rotate))
+    net_input.transform.copy_(torch.from_numpy(matrix).to(net_input.transform))
 
 
 def make_label(G, class_idx: int | None, device: torch.device) -> torch.Tensor:
@@ -80,10 +123,14 @@ def save_image(img: torch.Tensor, path: str) -> None:
 @click.option("--trunc",      "truncation_psi", help="Truncation psi (1 = no truncation)", metavar="FLOAT", type=float, default=1, show_default=True)
 @click.option("--class",      "class_idx", help="Class label for conditional networks", metavar="INT",   type=click.IntRange(min=0))
 @click.option("--noise-mode", help="Per-pixel noise: fresh random, fixed per layer, or off",             type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--translate",  help="StyleGAN3: move the content by x,y image widths (+x right, +y down)", metavar="VEC2", type=parse_vec2, default="0,0", show_default=True)
+@click.option("--rotate",     help="StyleGAN3: rotate the content counterclockwise, in degrees", metavar="ANGLE",   type=float, default=0, show_default=True)
 @click.option("--outdir",     help="Where to save the images", metavar="DIR",                            type=str, required=True)
 @click.option("--device",     help="Device to run on",                                                   type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 # fmt: on
-def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, device):
+def main(
+    network_pkl, seeds, truncation_psi, class_idx, noise_mode, translate, rotate, outdir, device
+):
     """Generate one image per seed with G_ema from a network snapshot."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -96,6 +143,9 @@ def main(network_pkl, seeds, truncation_psi, class_idx, noise_mode, outdir, devi
     if G is None:
         raise click.ClickException(f"{network_pkl} contains no G_ema network")
 
+    if not np.isfinite(rotate):
+        raise click.BadParameter(f"expected a finite angle, got {rotate}", param_hint="--rotate")
+    set_input_transform(G, translate, rotate)
     os.makedirs(outdir, exist_ok=True)
     label = make_label(G, class_idx, device)
     for seed_idx, seed in enumerate(seeds):
