@@ -668,10 +668,9 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
         state.cur_tick, state.cur_nimg, state.start_time, state.tick_start_time,
         state.tick_start_nimg, state.maintenance_time, ctx.device,
     )  # fmt: skip
-    line = ctx.reporter.status_line(fields)
     if ctx.augment_pipe is not None:
-        p = float(ctx.augment_pipe.p)
-        fields.append(("augment", "Progress/augment", "{:.3f}", p))
+        fields.append(("augment", "Progress/augment", "{:<5.3f}", float(ctx.augment_pipe.p)))
+    line = ctx.reporter.status_line(fields)
     extra = " ".join(hook.status_fields() for hook in ctx.hooks)
     if ctx.rank == 0:
         print(line + (" " + extra if extra else ""))
