@@ -72,7 +72,7 @@ def test_make_transform_is_rotation_then_translation():
     np.testing.assert_allclose(m[0, :2], [np.cos(angle), np.sin(angle)])
 
 
-def test_stylegan2_network_refuses_translate(tmp_path):
+def test_stylegan2_network_rejects_translate(tmp_path):
     G = Generator2(
         z_dim=8, c_dim=0, w_dim=8, img_resolution=RES, img_channels=1, channel_base=64,
         channel_max=8, mapping_kwargs=dict(num_layers=1),

@@ -236,12 +236,13 @@ def test_resume_with_other_architecture_lists_tensors(dmd_run, small_data, tmp_p
 
 
 def test_dmd_policy_never_trains_like_baseline(small_data, tmp_path):
-    run_train(tmp_path / "base", small_data, "--kimg=0.064", "--metrics=none", "--dmd=0")
+    # Without augmentation, so that the --aug=noaug path runs end to end too.
+    common = ["--kimg=0.064", "--metrics=none", "--aug=noaug"]
+    run_train(tmp_path / "base", small_data, *common, "--dmd=0")
     run_train(
         tmp_path / "never",
         small_data,
-        "--kimg=0.064",
-        "--metrics=none",
+        *common,
         "--dmd=1",
         "--dmd-policy=never",
         "--dmd-interval=0.016",
