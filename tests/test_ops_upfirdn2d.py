@@ -208,3 +208,152 @@ def test_upfirdn2d_gradcheck(taps):
 
     assert torch.autograd.gradcheck(op, (x,))
     assert torch.autograd.gradgradcheck(op, (x,))
+
+
+# ----------------------------------------------------------------------------
+# The two paths, forced one at a time. Each forced test makes the other path raise, so a
+# dispatch that silently takes the wrong path fails.
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("upfirdn2d took the path that this test disabled")
+
+
+@pytest.fixture
+def only_matmul(monkeypatch):
+    monkeypatch.setattr(fir, "_upfirdn2d_ref", _fail)
+
+
+@pytest.fixture
+def only_ref(monkeypatch):
+    monkeypatch.setattr(fir, "_upfirdn2d_matmul", _fail)
+
+
+SEPARABLE_TAPS = [TAPS_1D, [1.0, -2.0, 4.0, 3.0, 0.5, 2.0, 1.0, 6.0, 2.0]]
+
+
+@pytest.mark.parametrize("impl", ["matmul", "ref"])
+@pytest.mark.parametrize("up, down, padding", CASES)
+@pytest.mark.parametrize("flip_filter", [False, True])
+@pytest.mark.parametrize("taps", SEPARABLE_TAPS)
+def test_forced_path_separable_matches_scipy(request, impl, up, down, padding, flip_filter, taps):
+    request.getfixturevalue(f"only_{impl}")
+    x = np.random.default_rng(5).standard_normal([2, 3, 7, 10])  # Odd and non-square.
+    padding = [p + len(taps) // 2 for p in padding]
+    f = torch.as_tensor(taps, dtype=torch.float64)
+    y = fir.upfirdn2d(torch.as_tensor(x), f, up, down, padding, flip_filter, gain=2.0, impl=impl)
+    ref = reference_separable(x, taps, up, down, padding, flip_filter, gain=2.0)
+    assert list(y.shape) == list(ref.shape)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("up, down, padding", CASES)
+@pytest.mark.parametrize("flip_filter", [False, True])
+def test_matmul_rank1_2d_filter_matches_scipy(only_matmul, up, down, padding, flip_filter):
+    # Rows and columns differ, so swapping the axes or the factors changes the result.
+    taps = np.outer([2.0, -1.0, 3.0], [1.0, 2.0, 5.0, 3.0])  # [fh=3, fw=4]
+    x = np.random.default_rng(6).standard_normal([2, 3, 7, 9])
+    f = torch.as_tensor(taps)
+    y = fir.upfirdn2d(torch.as_tensor(x), f, up, down, padding, flip_filter, -1.5, "matmul")
+    ref = reference_2d(x, taps, up, down, padding, flip_filter, gain=-1.5)
+    assert list(y.shape) == list(ref.shape)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_negative_gain_separable(only_matmul):
+    x = np.random.default_rng(7).standard_normal([1, 2, 6, 5])
+    f = torch.as_tensor(TAPS_1D, dtype=torch.float64)
+    y = fir.upfirdn2d(torch.as_tensor(x), f, up=2, padding=[2, 1, 2, 1], gain=-3.0, impl="matmul")
+    ref = reference_separable(x, TAPS_1D, 2, 1, [2, 1, 2, 1], False, gain=-3.0)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 3, 5, 3, 1]])
+def test_matmul_setup_filter_taps_use_matmul(only_matmul, taps):
+    # setup_filter() expands short taps into a float32 outer product, which is rank 1 up to
+    # rounding (for [1, 3, 5, 3, 1] the rounding error is not 0), and the rank test must
+    # still accept it.
+    f = fir.setup_filter(taps)
+    x = np.random.default_rng(8).standard_normal([1, 2, 8, 8]).astype(np.float32)
+    y = fir.upfirdn2d(torch.as_tensor(x), f, down=2, padding=2, impl="matmul")
+    ref = reference_2d(x, f.double().numpy(), 1, 2, [2, 2, 2, 2], False, gain=1.0)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_matmul_keeps_conv_for_full_rank_2d(only_ref):
+    x = np.random.default_rng(9).standard_normal([2, 3, 7, 9])
+    f = torch.as_tensor(TAPS_2D)
+    y = fir.upfirdn2d(torch.as_tensor(x), f, 2, 1, [2, 1, 2, 1], impl="matmul")
+    ref = reference_2d(x, np.asarray(TAPS_2D), 2, 1, [2, 1, 2, 1], False, gain=1.0)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+    # The 1x1 filter (f=None) only pads, and it takes the conv path too.
+    fir.upfirdn2d(torch.as_tensor(x), None, padding=1, impl="matmul")
+
+
+@pytest.mark.parametrize(
+    "taps", [TAPS_1D, np.outer([2.0, -1.0, 3.0], [1.0, 2.0, 5.0, 3.0]).tolist()]
+)
+def test_matmul_gradcheck(only_matmul, taps):
+    x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    f = torch.tensor(taps, dtype=torch.float64)
+
+    def op(x):
+        return fir.upfirdn2d(x, f, [2, 1], [1, 2], [2, -1, 1, 2], gain=1.5, impl="matmul")
+
+    assert torch.autograd.gradcheck(op, (x,))
+    assert torch.autograd.gradgradcheck(op, (x,))
+
+
+# StyleGAN3 filtered_lrelu calls (up, down, taps, padding) at sizes of its res-32 generator.
+SG3_CALLS = [
+    (38, 2, 1, 12, [9, 8, 9, 8]),
+    (82, 1, 2, 12, 0),
+    (38, 4, 1, 24, [-6, -9, -6, -9]),
+    (54, 2, 1, 12, [-11, -12, -11, -12]),
+]
+
+
+@pytest.mark.parametrize("size, up, down, taps, padding", SG3_CALLS)
+def test_paths_agree_on_stylegan3_shapes(size, up, down, taps, padding):
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn([2, 3, size, size], generator=gen)
+    f = fir.setup_filter(torch.rand([taps], generator=gen) + 0.1, separable=True)
+    args = dict(up=up, down=down, padding=padding, gain=up * up)
+    y_ref = fir.upfirdn2d(x, f, impl="ref", **args)
+    y_mm = fir.upfirdn2d(x, f, impl="matmul", **args)
+    torch.testing.assert_close(y_mm, y_ref, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Choosing the path.
+
+
+def test_auto_uses_matmul_for_small_cpu_inputs(only_matmul):
+    f = fir.setup_filter([1, 3, 3, 1])
+    fir.upfirdn2d(torch.zeros([1, 1, 16, 16]), f, down=2, padding=1, impl="auto")
+
+
+def test_auto_uses_conv_for_large_inputs(only_ref):
+    # 4 taps allow at most 4 * 128 = 512 samples along each axis.
+    f = fir.setup_filter([1, 3, 3, 1], separable=True)
+    fir.upfirdn2d(torch.zeros([1, 1, 8, 513]), f, impl="auto")
+    fir.upfirdn2d(torch.zeros([1, 1, 513, 8]), f, impl="auto")
+
+
+def test_default_impl_switch(monkeypatch):
+    f = fir.setup_filter([1, 3, 3, 1])
+    x = torch.zeros([1, 1, 8, 8])
+    monkeypatch.setattr(fir, "default_impl", "ref")
+    with monkeypatch.context() as patch:
+        patch.setattr(fir, "_upfirdn2d_matmul", _fail)
+        fir.upsample2d(x, f)
+        fir.downsample2d(x, f)
+        fir.filter2d(x, f)
+    monkeypatch.setattr(fir, "default_impl", "matmul")
+    with monkeypatch.context() as patch:
+        patch.setattr(fir, "_upfirdn2d_ref", _fail)
+        fir.upsample2d(x, f)
+    monkeypatch.setattr(fir, "default_impl", "fast")
+    with pytest.raises(ValueError, match="upfirdn2d.default_impl='fast'"):
+        fir.upfirdn2d(x, f)

@@ -1,11 +1,28 @@
 """Upsample, pad, FIR-filter and downsample 2D images in one op, plus helpers that pick the
-padding for plain filtering, 2x upsampling and 2x downsampling."""
+padding for plain filtering, 2x upsampling and 2x downsampling.
 
+The op has two paths. 'ref' runs single-channel conv2d. 'matmul' writes each axis's whole
+step as one banded matrix and multiplies by it, which is much faster on the CPU but only
+works for separable filters: 1D taps, or 2D taps of rank 1 such as setup_filter()'s outer
+products. Both are plain PyTorch ops, so autograd differentiates them to any order."""
+
+import math
 import numbers
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# Implementation that upfirdn2d() and its wrappers use when a caller passes impl=None, as every
+# op and network in this repository does. Set it to 'ref' or 'matmul' to force one path
+# everywhere, for example to time or compare them.
+default_impl = "auto"
+
+_IMPLS = ("auto", "ref", "matmul")
+
+# Largest input size per filter tap, along each axis, at which impl='auto' uses the matmul
+# path. See _prefer_matmul() for the measurements behind it.
+_MATMUL_SAMPLES_PER_TAP = 128
 
 # ----------------------------------------------------------------------------
 # Argument parsing.
@@ -38,6 +55,17 @@ def _parse_padding(padding) -> tuple[int, int, int, int]:
         padding = [px, px, py, py]
     px0, px1, py0, py1 = padding
     return px0, px1, py0, py1
+
+
+def _check_impl(impl, name: str) -> str:
+    """Return `impl` if it is a known implementation, else raise ValueError naming the setting
+    `name`."""
+    if impl not in _IMPLS:
+        raise ValueError(
+            f"Unknown upfirdn2d implementation {name}={impl!r}; only 'ref', 'matmul' and "
+            "'auto' exist"
+        )
+    return impl
 
 
 def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
@@ -113,7 +141,7 @@ def upfirdn2d(
     padding=0,
     flip_filter: bool = False,
     gain: float = 1,
-    impl: str = "ref",
+    impl: str | None = None,
 ) -> torch.Tensor:
     """Upsample, pad, filter and downsample a batch of 2D images.
 
@@ -129,25 +157,36 @@ def upfirdn2d(
     padding:     an int, [x, y] or [x0, x1, y0, y1], counted in upsampled pixels.
     flip_filter: correlate with `f` instead of convolving (the same for symmetric filters).
     gain:        overall output scale.
-    impl:        implementation; only 'ref' (plain PyTorch ops) exists.
+    impl:        'ref' (single-channel conv2d), 'matmul' (banded matrices for 1D and rank-1
+                 2D filters, conv2d for other 2D filters and for f=None), 'auto' (like
+                 'matmul' on the CPU for sizes where it is faster, see _prefer_matmul(),
+                 else like 'ref'), or None for the module-level `default_impl`.
     Returns [N, C, (H * up_y + py0 + py1 - fh) // down_y + 1, ... likewise for W].
     """
-    if impl != "ref":
-        raise ValueError(f"Unknown upfirdn2d implementation impl={impl!r}; only 'ref' exists")
+    if impl is None:
+        impl = _check_impl(default_impl, "upfirdn2d.default_impl")
+    _check_impl(impl, "impl")
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"upfirdn2d: expected images [N, C, H, W], got {_describe(x)}")
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    _get_filter_size(f)
-    return _upfirdn2d_ref(
-        x,
-        f,
-        up=_parse_scaling(up),
-        down=_parse_scaling(down),
-        padding=_parse_padding(padding),
-        flip_filter=flip_filter,
-        gain=gain,
-    )
+    fw, fh = _get_filter_size(f)
+    up, down, padding = _parse_scaling(up), _parse_scaling(down), _parse_padding(padding)
+    px0, px1, py0, py1 = padding
+    padded_h = x.shape[2] * up[1] + py0 + py1
+    padded_w = x.shape[3] * up[0] + px0 + px1
+    if padded_h < fh or padded_w < fw:
+        raise ValueError(
+            f"upfirdn2d: padded input {max(padded_h, 0)}x{max(padded_w, 0)} is smaller than "
+            f"the {fh}x{fw} filter; increase the padding or the input size"
+        )
+
+    args = dict(up=up, down=down, padding=padding, flip_filter=flip_filter)
+    if impl == "matmul" or (impl == "auto" and _prefer_matmul(x, f)):
+        factors = _separable_factors(f, gain)
+        if factors is not None:
+            return _upfirdn2d_matmul(x, *factors, **args)
+    return _upfirdn2d_ref(x, f, gain=gain, **args)
 
 
 def _describe(x) -> str:
@@ -171,12 +210,6 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
     # Zero padding where positive, cropping where negative.
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
-    fw, fh = _get_filter_size(f)
-    if x.shape[2] < fh or x.shape[3] < fw:
-        raise ValueError(
-            f"upfirdn2d: padded input {x.shape[2]}x{x.shape[3]} is smaller than the "
-            f"{fh}x{fw} filter; increase the padding or the input size"
-        )
 
     # conv2d correlates, so flip the taps for a true convolution.
     f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
@@ -203,12 +236,97 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
     return x.reshape(N, C, x.shape[2], x.shape[3])
 
 
+def _prefer_matmul(x, f) -> bool:
+    """Return whether impl='auto' takes the matmul path: on the CPU, for inputs of at most 128
+    samples per filter tap along both axes.
+
+    Per output sample and axis, the banded matrix costs one multiply-add per input sample and
+    the convolution one per tap. GEMM runs so much faster than single-channel conv2d on the
+    CPU that the matmul path still wins at many times the work. The passes of
+    benchmarks/fir.py on 2 shared cores (torch 2.13 CPU, min of 2-3 runs) took, in ms,
+    ref -> matmul:
+      StyleGAN3 12 taps, [8, 32, 54, 54] up 2:    fwd 137 -> 3.9, double bwd 1236 -> 23
+      StyleGAN3 12 taps, [8, 4, 306, 306] down 2: fwd 33 -> 8.0, double bwd 128 -> 33
+      StyleGAN2 4x4, [8, 512, 8, 8] down 2:       fwd 0.42 -> 0.41, double bwd 20 -> 1.5
+      StyleGAN2 4x4, [8, 64, 256, 256] padding 2: fwd 763 -> 264, double bwd 7547 -> 1497
+      4x4, [2, 4, 512, 512] padding 2:            fwd 46 -> 24, fwd+bwd 199 -> 49
+      4x4, [1, 4, 1024, 1024] padding 2:          fwd 98 -> 91, fwd+bwd 382 -> 180
+      12 taps, [1, 4, 1024, 1024] down 2:         fwd 71 -> 37, fwd+bwd 92 -> 71
+    The forward pass of the 4-tap filter nearly ties at 1024 = 256 samples per tap, so the
+    limit of 128 samples per tap keeps a margin. Per output sample the matrix work grows with
+    the input size while the convolution's stays fixed, so larger inputs stay on conv2d.
+    NOTE: inputs above 1024 samples, which the limit allows for 12 or more taps, are untimed.
+    Other devices keep conv2d because nobody has timed the matmul path there yet."""
+    if x.device.type != "cpu":
+        return False
+    fw, fh = _get_filter_size(f)
+    return x.shape[3] <= _MATMUL_SAMPLES_PER_TAP * fw and x.shape[2] <= _MATMUL_SAMPLES_PER_TAP * fh
+
+
+def _separable_factors(f, gain):
+    """Split `f` and `gain` into 1D taps and a scale per axis, ((fx, gain_x), (fy, gain_y)),
+    with outer(fy, fx) * gain_y * gain_x == f * gain. Return None for a 2D filter of rank
+    above 1 and for the 1x1 filter, which only pads and resamples."""
+    if f.ndim == 1:
+        # Each axis gets sqrt(|gain|), as the conv path splits a positive gain, and the x axis
+        # also gets the sign.
+        scale = abs(gain) ** 0.5
+        return (f, math.copysign(scale, gain)), (f, scale)
+    if f.numel() == 1:
+        return None
+    # A rank-1 filter is the outer product of the column and the row through its largest
+    # tap. The tolerance allows rounding in a float32 outer product such as setup_filter()'s.
+    i, j = divmod(int(f.abs().argmax()), f.shape[1])
+    fy = f[:, j]
+    fx = f[i, :] / f[i, j]
+    tol = 8 * torch.finfo(f.dtype).eps * float(f[i, j].abs())
+    if not torch.allclose(torch.outer(fy, fx), f, rtol=0, atol=tol):
+        return None
+    return (fx, gain), (fy, 1.0)
+
+
+def _axis_matrix(taps, scale, size, up, down, pad0, pad1, flip_filter, dtype, device):
+    """Build A [out, size] so that A @ v does zero insertion, padding, FIR filtering with
+    taps * scale and decimation of v [size] along one axis. Here out = (size * up + pad0 +
+    pad1 - k) // down + 1 for k taps."""
+    k = taps.shape[0]
+    out = (size * up + pad0 + pad1 - k) // down + 1
+    g = taps.to(device=device, dtype=dtype) * scale
+    if not flip_filter:
+        g = g.flip(0)  # A true convolution correlates with the flipped taps.
+    # Output j correlates g with the padded, zero-inserted signal starting at j * down, and
+    # input sample i sits at i * up + pad0 in that signal, so A[j, i] = g[i * up + pad0 -
+    # j * down] wherever that index is a tap. Cropping needs no extra care because every tap
+    # index of a valid output falls inside the padded signal.
+    index = torch.arange(size, device=device) * up + pad0
+    index = index[np.newaxis, :] - torch.arange(out, device=device)[:, np.newaxis] * down
+    inside = (index >= 0) & (index < k)
+    return torch.where(inside, g[index.clamp(0, k - 1)], 0)
+
+
+def _upfirdn2d_matmul(x, factors_x, factors_y, up, down, padding, flip_filter):
+    """Filter along W as x @ A_w^T and along H as A_h @ x, with one banded matrix per axis
+    built from the (taps, scale) pairs of _separable_factors().
+
+    The matrices are rebuilt on every call. That costs 25-100 us on the CPU, small next to
+    the filtering itself, and a cache would have to track the filter's values, the device,
+    the dtype and inference mode to stay correct."""
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = padding
+    args = dict(flip_filter=flip_filter, dtype=x.dtype, device=x.device)
+    matrix_w = _axis_matrix(*factors_x, x.shape[3], upx, downx, px0, px1, **args)  # [W', W]
+    matrix_h = _axis_matrix(*factors_y, x.shape[2], upy, downy, py0, py1, **args)  # [H', H]
+    x = torch.matmul(x, matrix_w.t())  # [N, C, H, W']
+    return torch.matmul(matrix_h, x)  # [N, C, H', W']
+
+
 # ----------------------------------------------------------------------------
 # Wrappers that choose the padding so that the output size is a simple multiple of the
 # input size for any filter length.
 
 
-def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="ref") -> torch.Tensor:
+def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None) -> torch.Tensor:
     """Filter images [N, C, H, W] with `f`; with padding=0 the output is [N, C, H, W].
     `padding` (int, [x, y] or [x0, x1, y0, y1]) adds to the padding that keeps the size."""
     px0, px1, py0, py1 = _parse_padding(padding)
@@ -217,7 +335,7 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="ref") -> torch.Te
     return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl="ref") -> torch.Tensor:
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None) -> torch.Tensor:
     """Upsample images [N, C, H, W] by `up` (int or [x, y]) with zero insertion and filter
     `f`; with padding=0 the output is [N, C, H * up_y, W * up_x]. The filter is scaled by
     up_x * up_y so that a constant image keeps its value."""
@@ -235,7 +353,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl="ref") -> 
     )
 
 
-def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl="ref") -> torch.Tensor:
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None) -> torch.Tensor:
     """Filter images [N, C, H, W] with `f` and keep every down-th sample (int or [x, y]);
     with padding=0 and H, W divisible by `down` the output is [N, C, H / down_y, W / down_x]."""
     downx, downy = _parse_scaling(down)
