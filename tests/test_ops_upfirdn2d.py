@@ -290,6 +290,16 @@ def test_matmul_keeps_conv_for_full_rank_2d(only_ref):
     fir.upfirdn2d(torch.as_tensor(x), None, padding=1, impl="matmul")
 
 
+def test_matmul_float64_images_keep_rounded_filter(only_ref):
+    # The float32 taps of outer([1, 2, 5, 3]) / 121 are rank 1 only up to float32 rounding,
+    # which float64 images would show, so they take the conv path, exact for the given taps.
+    f = fir.setup_filter([1, 2, 5, 3])
+    x = np.random.default_rng(11).standard_normal([1, 2, 8, 8])
+    y = fir.upfirdn2d(torch.as_tensor(x), f, padding=2, impl="matmul")
+    ref = reference_2d(x, f.double().numpy(), 1, 1, [2, 2, 2, 2], False, gain=1.0)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "taps", [TAPS_1D, np.outer([2.0, -1.0, 3.0], [1.0, 2.0, 5.0, 3.0]).tolist()]
 )

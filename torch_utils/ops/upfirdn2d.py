@@ -183,7 +183,7 @@ def upfirdn2d(
 
     args = dict(up=up, down=down, padding=padding, flip_filter=flip_filter)
     if impl == "matmul" or (impl == "auto" and _prefer_matmul(x, f)):
-        factors = _separable_factors(f, gain)
+        factors = _separable_factors(f.to(torch.promote_types(f.dtype, x.dtype)), gain)
         if factors is not None:
             return _upfirdn2d_matmul(x, *factors, **args)
     return _upfirdn2d_ref(x, f, gain=gain, **args)
@@ -275,7 +275,9 @@ def _separable_factors(f, gain):
     if f.numel() == 1:
         return None
     # A rank-1 filter is the outer product of the column and the row through its largest
-    # tap. The tolerance allows rounding in a float32 outer product such as setup_filter()'s.
+    # tap. The tolerance allows rounding at the precision of f.dtype, so a float32 outer
+    # product from setup_filter() passes, and upfirdn2d() promotes f to float64 for float64
+    # images, where the float32 rounding of taps such as outer([1, 2, 5, 3]) / 121 would show.
     i, j = divmod(int(f.abs().argmax()), f.shape[1])
     fy = f[:, j]
     fx = f[i, :] / f[i, j]
