@@ -300,6 +300,25 @@ def test_matmul_float64_images_keep_rounded_filter(only_ref):
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
 
 
+def test_matmul_trainable_2d_filter_uses_conv(only_ref):
+    f = torch.ones([2, 2], dtype=torch.float64, requires_grad=True)
+    x = torch.randn([1, 1, 4, 4], dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    fir.upfirdn2d(x, f, impl="matmul").sum().backward()
+    # Every tap sums the 3x3 input window that it touches.
+    expected = [[x[0, 0, i : i + 3, j : j + 3].sum().item() for j in range(2)] for i in range(2)]
+    np.testing.assert_allclose(f.grad.numpy()[::-1, ::-1], expected, rtol=1e-12)
+
+
+def test_matmul_filter_gradient_1d(only_matmul):
+    f = torch.tensor(TAPS_1D, dtype=torch.float64, requires_grad=True)
+    x = torch.randn([1, 2, 5, 6], dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+
+    def op(f):
+        return fir.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], impl="matmul")
+
+    assert torch.autograd.gradcheck(op, (f,))
+
+
 @pytest.mark.parametrize(
     "taps", [TAPS_1D, np.outer([2.0, -1.0, 3.0], [1.0, 2.0, 5.0, 3.0]).tolist()]
 )

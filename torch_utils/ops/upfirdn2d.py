@@ -266,13 +266,14 @@ def _prefer_matmul(x, f) -> bool:
 def _separable_factors(f, gain):
     """Split `f` and `gain` into 1D taps and a scale per axis, ((fx, gain_x), (fy, gain_y)),
     with outer(fy, fx) * gain_y * gain_x == f * gain. Return None for a 2D filter of rank
-    above 1 and for the 1x1 filter, which only pads and resamples."""
+    above 1, for the 1x1 filter, which only pads and resamples, and for a 2D filter that
+    requires grad, whose gradient would reach only the row and column of the factors."""
     if f.ndim == 1:
         # Each axis gets sqrt(|gain|), as the conv path splits a positive gain, and the x axis
         # also gets the sign.
         scale = abs(gain) ** 0.5
         return (f, math.copysign(scale, gain)), (f, scale)
-    if f.numel() == 1:
+    if f.numel() == 1 or f.requires_grad:
         return None
     # A rank-1 filter is the outer product of the column and the row through its largest
     # tap. The tolerance allows rounding at the precision of f.dtype, so a float32 outer
