@@ -1,8 +1,10 @@
 """StyleGAN2Loss against hand-computed values on networks with closed-form gradients."""
 
 import numpy as np
+import pytest
 import torch
 
+from torch_utils import training_stats
 from training.loss import StyleGAN2Loss
 
 
@@ -159,3 +161,183 @@ def test_run_d_blurs_before_augmenting():
     assert len(seen) == 1
     assert seen[0][0, 0, 4, 4] < 1 and seen[0][0, 0, 4, 5] > 0  # the pipe saw the blurred image
     np.testing.assert_allclose(float(seen[0].sum()), 1.0, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# BigGAN's hinge loss.
+
+
+class WholeLinearG(torch.nn.Module):
+    """G(z, c) = A z reshaped to an image, called whole like a BigGAN generator."""
+
+    def __init__(self, z_dim=3, shape=(1, 2, 2)):
+        super().__init__()
+        self.z_dim, self.c_dim, self.shape = z_dim, 0, shape
+        generator = torch.Generator().manual_seed(0)
+        self.A = torch.nn.Parameter(torch.randn(int(np.prod(shape)), z_dim, generator=generator))
+
+    def forward(self, z, c):
+        return (z @ self.A.t()).reshape(-1, *self.shape)
+
+
+class ScalePipe(torch.nn.Module):
+    """Stand-in augmentation pipe that doubles every image, so D receives 2 * img."""
+
+    def forward(self, img):
+        return img * 2
+
+
+def make_hinge_loss(augment_pipe=None):
+    from training.loss import BigGANLoss
+
+    G, D = WholeLinearG(), LinearD((1, 2, 2))
+    return BigGANLoss(torch.device("cpu"), G, D, augment_pipe=augment_pipe), G, D
+
+
+def hinge_batch(real_scores, seed=0):
+    """Real images whose LinearD scores are exactly `real_scores`, and latents spread wide
+    enough that the fake scores fall on both sides of -1."""
+    w = torch.linspace(-1, 1, 4).reshape(1, 2, 2).double()
+    scores = torch.tensor(real_scores, dtype=torch.float64)
+    real = (scores[:, None, None, None] * w / w.square().sum()).float()
+    z = 3 * torch.randn(len(real_scores), 3, generator=torch.Generator().manual_seed(seed))
+    return real, z
+
+
+def run_phase(loss, phase, real, z, gain=1.0):
+    c = torch.zeros(len(real), 0)
+    loss.accumulate_gradients(phase, real, c, z, c, gain=gain, cur_nimg=0)
+
+
+def hinge_D_grad_reference(G, D, real, z, image_scale=1.0):
+    """d/dw of mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))) in float64, with D(x) = w . x
+    applied to image_scale * x: a sample contributes only where its hinge is active."""
+    w = D.w.detach().double().numpy()
+    fake = image_scale * (z.double().numpy() @ G.A.detach().double().numpy().T).reshape(-1, 1, 2, 2)
+    x_r = image_scale * real.double().numpy()
+    s_f = (fake * w).sum(axis=(1, 2, 3))
+    s_r = (x_r * w).sum(axis=(1, 2, 3))
+    active_f = (1 + s_f > 0).astype(np.float64)[:, None, None, None]
+    active_r = (1 - s_r > 0).astype(np.float64)[:, None, None, None]
+    return (active_f * fake).mean(0) - (active_r * x_r).mean(0), s_r, s_f
+
+
+def test_hinge_dmain_gradient_matches_float64_reference():
+    loss, G, D = make_hinge_loss()
+    real, z = hinge_batch([-0.5, 0.25, 1.5, 3.0])
+    run_phase(loss, "Dmain", real, z)
+    expected, s_r, s_f = hinge_D_grad_reference(G, D, real, z)
+    # The batch covers both sides of each hinge.
+    assert (s_r > 1).any()
+    assert (s_r < 1).any()
+    assert (s_f < -1).any()
+    assert (s_f > -1).any()
+    np.testing.assert_allclose(D.w.grad.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert G.A.grad is None  # D's phase must not reach G's weights.
+
+
+def test_hinge_dmain_zero_gradient_region():
+    loss, G, D = make_hinge_loss()
+    real, _z = hinge_batch([1.5, 2.0, 4.0])
+    w = D.w.detach()
+    with torch.no_grad():
+        G.A.copy_(-3 * w.reshape(4, 1) / w.square().sum() * torch.ones(1, 3))
+    z = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 1.0], [2.0, 2.0, 0.0]])  # D(G(z)) = -3 sum(z)
+    run_phase(loss, "Dmain", real, z)
+    np.testing.assert_array_equal(D.w.grad.numpy(), np.zeros((1, 2, 2), np.float32))
+
+
+def test_hinge_gmain_gradient_matches_float64_reference():
+    loss, G, D = make_hinge_loss()
+    real, z = hinge_batch([0.0, 0.0, 0.0, 0.0], seed=1)
+    run_phase(loss, "Gmain", real, z, gain=3.0)
+    # loss = -gain * mean_n(w . A z_n), so d/dA[p, k] = -gain * w[p] * mean_n(z[n, k]).
+    w = D.w.detach().double().numpy().reshape(-1)
+    expected = -3.0 * np.outer(w, z.double().numpy().mean(0))
+    np.testing.assert_allclose(G.A.grad.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_hinge_gmain_has_no_zero_gradient_region():
+    loss, G, D = make_hinge_loss()
+    real, _z = hinge_batch([0.0, 0.0])
+    z = torch.tensor([[40.0, -30.0, 25.0], [-35.0, 20.0, 50.0]])  # Scores far from +-1.
+    run_phase(loss, "Gmain", real, z)
+    w = D.w.detach().double().numpy().reshape(-1)
+    expected = -np.outer(w, z.double().numpy().mean(0))
+    np.testing.assert_allclose(G.A.grad.double().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hinge_augments_every_d_input():
+    loss, G, D = make_hinge_loss(augment_pipe=ScalePipe())
+    real, z = hinge_batch([-0.5, 0.25, 0.75, 1.5])
+    run_phase(loss, "Dmain", real, z)
+    expected, s_r, _s_f = hinge_D_grad_reference(G, D, real, z, image_scale=2.0)
+    assert (s_r > 1).sum() == 2  # Doubling moved 0.75 past the hinge.
+    np.testing.assert_allclose(D.w.grad.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+
+    # Gmain passes the fake images through the pipe as well.
+    run_phase(loss, "Gmain", real, z)
+    w = D.w.detach().double().numpy().reshape(-1)
+    expected_G = -2.0 * np.outer(w, z.double().numpy().mean(0))
+    np.testing.assert_allclose(G.A.grad.double().numpy(), expected_G, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused, main", [("Gboth", "Gmain"), ("Dboth", "Dmain")])
+def test_hinge_both_phases_equal_main(fused, main):
+    grads = []
+    for phase in (fused, main):
+        loss, G, D = make_hinge_loss()
+        real, z = hinge_batch([-0.5, 0.25, 1.5, 3.0])
+        run_phase(loss, phase, real, z)
+        grads.append([None if p.grad is None else p.grad.clone() for p in (G.A, D.w)])
+    for fused_grad, main_grad in zip(*grads):
+        assert (fused_grad is None) == (main_grad is None)
+        if main_grad is not None:
+            assert torch.equal(fused_grad, main_grad)
+
+
+@pytest.mark.parametrize("phase", ["Greg", "Dreg"])
+def test_hinge_reg_phases_do_nothing(phase, monkeypatch):
+    reported = []
+    monkeypatch.setattr(training_stats, "report", lambda name, value: reported.append(name))
+    loss, G, D = make_hinge_loss()
+    real, z = hinge_batch([-0.5, 0.25])
+    run_phase(loss, phase, real, z)
+    assert G.A.grad is None
+    assert D.w.grad is None
+    assert reported == []
+
+
+def test_hinge_unknown_phase():
+    loss, _G, _D = make_hinge_loss()
+    real, z = hinge_batch([0.0])
+    with pytest.raises(ValueError, match="Unknown loss phase 'Dr1'"):
+        run_phase(loss, "Dr1", real, z)
+
+
+def test_hinge_reports_stats(monkeypatch):
+    reported = {}
+    monkeypatch.setattr(
+        training_stats,
+        "report",
+        lambda name, value: reported.setdefault(name, []).append(value.detach()),
+    )
+    loss, G, D = make_hinge_loss()
+    real, z = hinge_batch([-0.5, 0.25, 1.5, 3.0])
+    run_phase(loss, "Dmain", real, z)
+    _grad, s_r, s_f = hinge_D_grad_reference(G, D, real, z)
+    assert sorted(reported) == [
+        "Loss/D/loss", "Loss/scores/fake", "Loss/scores/real", "Loss/signs/fake", "Loss/signs/real"
+    ]  # fmt: skip
+    np.testing.assert_allclose(reported["Loss/scores/real"][0].reshape(-1), s_r, rtol=1e-5)
+    np.testing.assert_allclose(reported["Loss/scores/fake"][0].reshape(-1), s_f, rtol=1e-5)
+    np.testing.assert_array_equal(reported["Loss/signs/real"][0].reshape(-1), np.sign(s_r))
+    d_loss = reported["Loss/D/loss"][0].double().numpy().reshape(-1)
+    expected_d_loss = np.maximum(1 - s_r, 0) + np.maximum(1 + s_f, 0)
+    np.testing.assert_allclose(d_loss, expected_d_loss, rtol=1e-5, atol=1e-6)
+
+    reported.clear()
+    run_phase(loss, "Gmain", real, z)
+    assert sorted(reported) == ["Loss/G/loss", "Loss/scores/fake", "Loss/signs/fake"]
+    g_loss = reported["Loss/G/loss"][0].double().numpy().reshape(-1)
+    np.testing.assert_allclose(g_loss, -s_f, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,10 @@ StyleGAN", CVPR 2020). StyleGAN3 trains with the same loss, without path-length
 regularization and style mixing, and for -R with a blur of every image D sees that fades out
 early in training (Karras et al., "Alias-Free Generative Adversarial Networks", NeurIPS 2021).
 
-The loss has no DMD code. A masked discriminator is just another `D`, and its masks act on
+BigGANLoss is the hinge loss that BigGAN trains with (Brock et al., "Large Scale GAN Training
+for High Fidelity Natural Image Synthesis", ICLR 2019), with no regularization.
+
+Neither loss has DMD code. A masked discriminator is just another `D`, and its masks act on
 every D forward pass made here (Gmain, Dmain and the R1 term alike).
 """
 
@@ -199,6 +202,93 @@ class StyleGAN2Loss(Loss):
                 training_stats.report("Loss/D/reg", loss_Dr1)
         with torch.autograd.profiler.record_function(name + "_backward"):
             (loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+
+
+class BigGANLoss(Loss):
+    """Hinge loss (Lim & Ye, "Geometric GAN", 2017; Miyato et al., "Spectral Normalization for
+    Generative Adversarial Networks", ICLR 2018), as BigGAN uses it.
+
+    D minimizes mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))) and G minimizes -mean(D(G(z))).
+    The networks are called whole, as G(z, c) and D(img, c), because a BigGAN generator has no
+    mapping and synthesis split. There is no regularizer, so Greg and Dreg do nothing, and
+    Gboth and Dboth run Gmain and Dmain.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        G: torch.nn.Module,
+        D: torch.nn.Module,
+        augment_pipe: torch.nn.Module
+        | None = None,  # Applied to every D input; None = no augmentation.
+    ):
+        self.device = device
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+
+    def run_G(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Map z [N, z_dim] and c [N, c_dim] to images [N, C, H, W]."""
+        return self.G(z, c)
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Return D's logits [N, 1] for images [N, C, H, W], augmented when a pipe is set."""
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img, c)
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        """Run one phase on one minibatch round and call backward() on its loss times `gain`."""
+        if phase not in PHASES:
+            raise ValueError(f"Unknown loss phase {phase!r}; expected one of {PHASES}")
+        if phase in ("Gmain", "Gboth"):
+            self._accumulate_Gmain(gen_z, gen_c, gain)
+        if phase in ("Dmain", "Dboth"):
+            loss_Dgen = self._accumulate_Dgen(gen_z, gen_c, gain)
+            self._accumulate_Dreal(real_img, real_c, gain, loss_Dgen)
+
+    def _accumulate_Gmain(self, gen_z, gen_c, gain):
+        # G raises D(G(z)) without a margin: -D(G(z)).
+        with torch.autograd.profiler.record_function("Gmain_forward"):
+            gen_logits = self.run_D(self.run_G(gen_z, gen_c), gen_c)
+            training_stats.report("Loss/scores/fake", gen_logits)
+            training_stats.report("Loss/signs/fake", gen_logits.sign())
+            loss_Gmain = -gen_logits
+            training_stats.report("Loss/G/loss", loss_Gmain)
+        with torch.autograd.profiler.record_function("Gmain_backward"):
+            loss_Gmain.mean().mul(gain).backward()
+
+    def _accumulate_Dgen(self, gen_z, gen_c, gain) -> torch.Tensor:
+        # Push D(G(z)) below -1: relu(1 + D(G(z))). Scores already below -1 get no gradient.
+        with torch.autograd.profiler.record_function("Dgen_forward"):
+            with torch.no_grad():
+                gen_img = self.run_G(gen_z, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c)
+            training_stats.report("Loss/scores/fake", gen_logits)
+            training_stats.report("Loss/signs/fake", gen_logits.sign())
+            loss_Dgen = F.relu(1 + gen_logits)
+        with torch.autograd.profiler.record_function("Dgen_backward"):
+            loss_Dgen.mean().mul(gain).backward()
+        return loss_Dgen.detach()
+
+    def _accumulate_Dreal(self, real_img, real_c, gain, loss_Dgen):
+        # Push D(x) above 1: relu(1 - D(x)). Scores already above 1 get no gradient.
+        with torch.autograd.profiler.record_function("Dreal_forward"):
+            real_logits = self.run_D(real_img.detach(), real_c)
+            training_stats.report("Loss/scores/real", real_logits)
+            training_stats.report("Loss/signs/real", real_logits.sign())
+            loss_Dreal = F.relu(1 - real_logits)
+            training_stats.report("Loss/D/loss", add_per_image(loss_Dreal.detach(), loss_Dgen))
+        with torch.autograd.profiler.record_function("Dreal_backward"):
+            loss_Dreal.mean().mul(gain).backward()
+
+
+def add_per_image(loss_real: torch.Tensor, loss_fake: torch.Tensor) -> torch.Tensor:
+    """Add the real- and fake-image losses [N, 1] of one round image by image, so the mean of
+    the sum is the D loss. Unequal batch sizes add the fake-image mean to each real loss."""
+    if loss_fake.shape != loss_real.shape:
+        loss_fake = loss_fake.mean()
+    return loss_real + loss_fake
 
 
 def blur_kernel(sigma: float) -> torch.Tensor | None:
