@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tests.test_train_e2e import only_run_dir, read_jsonl, run_train, small_data  # noqa: F401
+from tests.test_train_e2e import only_run_dir, read_jsonl, run_train
 from training import snapshot as snapshot_lib
 
 pytestmark = pytest.mark.slow

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
 from training import training_loop
 
 
@@ -111,3 +112,78 @@ def test_ada_step_skipped_when_no_signs_were_reported():
     stats.update()
     training_loop.adjust_augment_p(pipe, stats, 0.6, 8, 4, 500)
     assert float(pipe.p) == 0.25
+
+
+# ----------------------------------------------------------------------------
+# Several D steps per G step, and a delayed G_ema start (the BigGAN recipe).
+
+
+class RecordingLoss:
+    def __init__(self):
+        self.calls = []
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        self.calls.append((phase, gain))
+
+
+def phases_run_per_minibatch(phases, num_minibatches):
+    loss = RecordingLoss()
+    runs = []
+    dummy = [torch.zeros(1)]
+    batch = (dummy, dummy, [dummy] * len(phases), [dummy] * len(phases))
+    for batch_idx in range(num_minibatches):
+        loss.calls.clear()
+        state = dnnlib.EasyDict(batch_idx=batch_idx, cur_nimg=batch_idx * 4)
+        training_loop.run_step(phases, loss, batch, state, num_gpus=1)
+        runs.append([name for name, _gain in loss.calls])
+    return runs
+
+
+def test_four_D_steps_per_G_step():
+    G = torch.nn.Linear(2, 2)
+    D = torch.nn.Linear(2, 2)
+    opt_kwargs = dict(class_name="torch.optim.Adam", lr=2e-4, betas=[0.0, 0.999], eps=1e-8)
+    phases = training_loop.setup_phases(
+        G, D, opt_kwargs, opt_kwargs, None, None, torch.device("cpu"), num_D_steps=4
+    )
+    runs = phases_run_per_minibatch(phases, 8)
+    assert runs == [["Gboth", "Dboth"], ["Dboth"], ["Dboth"], ["Dboth"]] * 2
+
+
+def test_G_regularization_interval_counts_G_steps():
+    G = torch.nn.Linear(2, 2)
+    D = torch.nn.Linear(2, 2)
+    opt_kwargs = dict(class_name="torch.optim.Adam", lr=2e-4, betas=[0.0, 0.99], eps=1e-8)
+    phases = training_loop.setup_phases(
+        G, D, opt_kwargs, opt_kwargs, 2, None, torch.device("cpu"), num_D_steps=3
+    )
+    runs = phases_run_per_minibatch(phases, 7)
+    g_runs = [[name for name in run if name.startswith("G")] for run in runs]
+    # G steps at minibatches 0, 3 and 6; its regularization every second G step (0 and 6).
+    assert g_runs == [["Gmain", "Greg"], [], [], ["Gmain"], [], [], ["Gmain", "Greg"]]
+
+
+def test_num_D_steps_must_be_positive_int():
+    G = torch.nn.Linear(2, 2)
+    opt_kwargs = dict(class_name="torch.optim.Adam", lr=2e-4, betas=[0.0, 0.99], eps=1e-8)
+    with pytest.raises(ValueError, match="num_D_steps"):
+        training_loop.setup_phases(G, G, opt_kwargs, opt_kwargs, None, None, "cpu", num_D_steps=0)
+
+
+def test_G_ema_copies_G_before_start():
+    G = torch.nn.Linear(1, 1, bias=False)
+    G_ema = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        G.weight.fill_(1.0)
+        G_ema.weight.fill_(0.0)
+    # Before the start: a plain copy, whatever the half-life.
+    beta = training_loop.update_G_ema(G, G_ema, 199_950, 50, 1386.2, None, ema_start_kimg=200)
+    assert beta == 0
+    assert float(G_ema.weight.detach()) == 1.0
+    # After it: the per-minibatch decay of a 1386.2-kimg half-life at batch 50, which is
+    # 0.9999 per G step of 4 minibatches: 0.5 ** (200 / 1386200) = 0.99990000...
+    with torch.no_grad():
+        G.weight.fill_(3.0)
+    beta = training_loop.update_G_ema(G, G_ema, 200_000, 50, 1386.2, None, ema_start_kimg=200)
+    assert beta**4 == pytest.approx(0.9999, abs=1e-8)
+    assert float(G_ema.weight.detach()) == pytest.approx(3.0 - 2.0 * beta, rel=1e-6)

@@ -136,22 +136,29 @@ def resume_networks(resume_pkl, G, D, G_ema, rank):
     return data
 
 
-def setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device):
+def setup_phases(
+    G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device, num_D_steps=1
+):
     """Build the phase list with lazy regularization (Karras et al. 2020, appendix B).
 
     A network regularized every k minibatches gets its main and regularization phases
     separately, and its optimizer's learning rate and betas are scaled by k / (k + 1) so the
-    effective step size matches regularizing every minibatch.
+    effective step size matches regularizing every minibatch. With num_D_steps > 1, the G
+    phases run only on every num_D_steps-th minibatch (BigGAN's several D steps per G step),
+    and G's regularization interval counts G steps.
     """
+    if not (isinstance(num_D_steps, int) and num_D_steps >= 1):
+        raise ValueError(f"num_D_steps must be an integer >= 1, got {num_D_steps!r}")
     phases = []
-    for name, module, opt_kwargs, reg_interval in [
-        ("G", G, G_opt_kwargs, G_reg_interval),
-        ("D", D, D_opt_kwargs, D_reg_interval),
+    for name, module, opt_kwargs, reg_interval, every in [
+        ("G", G, G_opt_kwargs, G_reg_interval, num_D_steps),
+        ("D", D, D_opt_kwargs, D_reg_interval, 1),
     ]:
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
         if reg_interval is None:
             opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
             phases += [dnnlib.EasyDict(name=name + "both", module=module, opt=opt, interval=1)]
+            phases[-1].every = every
         else:
             mb_ratio = reg_interval / (reg_interval + 1)
             opt_kwargs.lr = opt_kwargs.lr * mb_ratio
@@ -161,6 +168,7 @@ def setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interva
             phases += [
                 dnnlib.EasyDict(name=name + "reg", module=module, opt=opt, interval=reg_interval)
             ]
+            phases[-2].every = phases[-1].every = every
     for phase in phases:
         phase.start_event = None
         phase.end_event = None
@@ -248,16 +256,19 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg):
         phase.end_event.record(torch.cuda.current_stream(real_img[0].device))
 
 
-def update_G_ema(G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup):
+def update_G_ema(G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg=0):
     """Exponential moving average of G's weights with a half-life of ema_kimg thousand images.
 
     With a ramp-up, the half-life is at most cur_nimg * ema_rampup, so early averages do not
-    drag in the random initialization.
+    drag in the random initialization. Before ema_start_kimg, G_ema is a plain copy of G (the
+    BigGAN recipe's delayed start).
     """
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
     ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+    if cur_nimg < ema_start_kimg * 1000:
+        ema_beta = 0.0
     with torch.no_grad():
         for p_ema, p in zip(G_ema.parameters(), G.parameters()):
             p_ema.copy_(p.lerp(p_ema, ema_beta))
@@ -409,6 +420,8 @@ def training_loop(
     batch_gpu: int = 4,  # Samples per forward pass on one process; gradients accumulate.
     ema_kimg: float = 10,  # Half-life of G_ema in thousands of images.
     ema_rampup: float | None = 0.05,  # Ramp-up of the half-life; None = no ramp-up.
+    ema_start_kimg: float = 0,  # G_ema copies G until this many kimg, then averages.
+    num_D_steps: int = 1,  # Minibatches per G step; D trains on every one.
     augment_p: float = 0,  # Initial augmentation probability.
     ada_target: float | None = None,  # ADA target for the mean sign of D(real); None = fixed p.
     ada_interval: int = 4,  # Minibatches between ADA adjustments of p.
@@ -490,7 +503,9 @@ def training_loop(
         dnnlib.util.construct_class_by_name(**kw, G=G, D=D, G_ema=G_ema, batch_size=batch_size)
         for kw in hook_kwargs
     ]
-    phases = setup_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
+    phases = setup_phases(
+        G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device, num_D_steps
+    )
 
     cur_nimg, cur_tick, batch_idx = 0, 0, 0
     if resume_data is not None:
@@ -539,7 +554,7 @@ def training_loop(
         run_step(phases, loss, batch, state, num_gpus)
         state.cur_nimg += batch_size
         state.batch_idx += 1
-        update_G_ema(G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup)
+        update_G_ema(G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg)
         if ada_stats is not None and state.batch_idx % ada_interval == 0:
             adjust_augment_p(
                 augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
@@ -614,7 +629,7 @@ def broadcast_networks(G, D, G_ema, num_gpus):
 def run_step(phases, loss, batch, state, num_gpus):
     real_img, real_c, all_gen_z, all_gen_c = batch
     for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
-        if state.batch_idx % phase.interval != 0:
+        if state.batch_idx % (phase.interval * phase.get("every", 1)) != 0:
             continue
         run_phase(
             phase, loss, (real_img, real_c, phase_gen_z, phase_gen_c), num_gpus, state.cur_nimg
