@@ -3,6 +3,8 @@
 Examples:
 
     python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=data/cifar10-32x32.zip
+    python dataset_tool.py --source=~/downloads/cifar-100-python.tar.gz \\
+        --dest=data/cifar100-coarse-32x32.zip --cifar100-labels=coarse
     python dataset_tool.py --source=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \\
         --dest=data/fashion-mnist-32x32.zip --transform=pad --resolution=32x32
     python dataset_tool.py --source=~/photos --dest=~/datasets/photos-256.zip \\
@@ -23,6 +25,7 @@ import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from typing import Any, Callable, Iterator
 
 import click
@@ -54,23 +57,43 @@ class Source:
     has_labels: bool
 
 
-def open_source(path: str, max_images: int | None) -> Source:
-    """Detect the format of `path` and open it: a folder, a zip, a CIFAR-10 python tarball or
-    an IDX images file (gzipped or not). Raises FileNotFoundError or ValueError naming `path`."""
+def open_source(path: str, max_images: int | None, cifar100_labels: str | None = None) -> Source:
+    """Detect the format of `path` and open it: a folder, a zip, a CIFAR-10 or CIFAR-100 python
+    tarball or an IDX images file (gzipped or not). `cifar100_labels` is --cifar100-labels,
+    None for the default. Raises FileNotFoundError or ValueError naming `path`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--source {path} does not exist. Check the path.")
-    if os.path.isdir(path):
+    kind = _detect_source_kind(path)
+    if kind == "a tar file":
+        return open_cifar(path, max_images, cifar100_labels)
+    if cifar100_labels is not None:
+        raise ValueError(
+            f"--cifar100-labels={cifar100_labels} applies only to the CIFAR-100 python tarball "
+            f"{CIFAR100.file_name}, but --source {path} is {kind}. Remove --cifar100-labels."
+        )
+    if kind == "a folder":
         return open_image_archive(_FolderReader(path), max_images)
-    if path.lower().endswith(".zip"):
+    if kind == "a zip file":
         return open_image_archive(_ZipReader(path), max_images)
+    return open_idx(path, max_images)
+
+
+def _detect_source_kind(path: str) -> str:
+    """Return "a folder", "a zip file", "a tar file" or "an IDX file" for an existing `path`."""
+    if os.path.isdir(path):
+        return "a folder"
+    if path.lower().endswith(".zip"):
+        return "a zip file"
     if path.lower().endswith((".tar.gz", ".tgz", ".tar")):
-        return open_cifar10(path, max_images)
+        return "a tar file"
     if _is_idx_file(path):
-        return open_idx(path, max_images)
+        return "an IDX file"
+    if _is_tar_file(path):
+        return "a tar file"
     raise ValueError(
         f"--source {path} has an unknown format. Supported sources: a folder or .zip of PNG/JPEG "
-        f"images, an IDX images file such as train-images-idx3-ubyte[.gz], or the CIFAR-10 "
-        f"python tarball cifar-10-python.tar.gz."
+        f"images, an IDX images file such as train-images-idx3-ubyte[.gz], or the CIFAR-10 or "
+        f"CIFAR-100 python tarball ({CIFAR10.file_name}, {CIFAR100.file_name})."
     )
 
 
@@ -270,11 +293,39 @@ def open_idx(path: str, max_images: int | None) -> Source:
     return Source(num_images=len(images), records=records(), has_labels=labels is not None)
 
 
-# CIFAR-10 python tarball.
+# CIFAR-10 and CIFAR-100 python tarballs.
 
-_CIFAR_BATCHES = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)]
 
-# The CIFAR-10 batches are pickled dicts whose only non-builtin objects are numpy arrays, so
+@dataclasses.dataclass(frozen=True)
+class CifarLayout:
+    """Layout of a CIFAR python tarball: the members with its training images and the labels
+    to read."""
+
+    name: str  # Data set name for messages, such as "CIFAR-10".
+    file_name: str  # Name of the tarball as distributed, for messages.
+    members: tuple[str, ...]  # Pickled training batches, in image order.
+    label_key: bytes  # Key of the labels list in each batch dict.
+    num_classes: int  # Labels must lie in [0, num_classes).
+
+
+CIFAR10 = CifarLayout(
+    name="CIFAR-10",
+    file_name="cifar-10-python.tar.gz",
+    members=tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+    label_key=b"labels",
+    num_classes=10,
+)
+CIFAR100 = CifarLayout(
+    name="CIFAR-100",
+    file_name="cifar-100-python.tar.gz",
+    members=("cifar-100-python/train",),
+    label_key=b"fine_labels",
+    num_classes=100,
+)
+# --cifar100-labels: the label key and class count of each CIFAR-100 label kind.
+CIFAR100_LABEL_KINDS = {"fine": (b"fine_labels", 100), "coarse": (b"coarse_labels", 20)}
+
+# The CIFAR batches are pickled dicts whose only non-builtin objects are numpy arrays, so
 # these array reconstruction globals are all an unpickler needs. Both module spellings occur:
 # numpy.core (NumPy 1.x, and the original files) and numpy._core (NumPy 2.x).
 _ARRAY_RECONSTRUCT = np.ndarray((0,), dtype=np.uint8).__reduce__()[0]
@@ -284,6 +335,10 @@ _CIFAR_ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
+
+
+class RejectedGlobalError(pickle.UnpicklingError):
+    """Error for a pickle that names a global which RestrictedUnpickler does not allow."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -297,44 +352,112 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         obj = _CIFAR_ALLOWED_GLOBALS.get((module, name))
         if obj is None:
-            raise pickle.UnpicklingError(
+            raise RejectedGlobalError(
                 f"{self.source}: the pickle references the global {module}.{name}, which is not "
-                f"a numpy array or dtype, so it was rejected. Use the original CIFAR-10 file."
+                f"a numpy array or dtype, so it was rejected. Use the original CIFAR python file."
             )
         return obj
 
 
-def _load_cifar_batch(tar: tarfile.TarFile, member: str, source: str) -> tuple[np.ndarray, list]:
+def _is_tar_file(path: str) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def detect_cifar_layout(path: str, member_names: list[str]) -> CifarLayout:
+    """Return the CIFAR layout whose first training batch is in `member_names`, the names of
+    the tarball's members. Raises ValueError naming the missing file when neither is."""
+    for layout in (CIFAR10, CIFAR100):
+        if layout.members[0] in member_names:
+            return layout
+    # A tarball named like one of the data sets gets that data set's missing file in the error.
+    base = os.path.basename(path).lower()
+    for layout, prefix in ((CIFAR100, "cifar-100"), (CIFAR10, "cifar-10")):
+        if base.startswith(prefix):
+            raise ValueError(
+                f"{path} has no file {layout.members[0]}. Expected the {layout.name} python "
+                f"version ({layout.file_name})."
+            )
+    raise ValueError(
+        f"--source {path} is a tar file, but not a CIFAR python tarball: it contains neither "
+        f"{CIFAR10.members[0]} ({CIFAR10.file_name}) nor {CIFAR100.members[0]} "
+        f"({CIFAR100.file_name})."
+    )
+
+
+def select_cifar_labels(path: str, layout: CifarLayout, label_kind: str | None) -> CifarLayout:
+    """Apply --cifar100-labels (None = fine) to a CIFAR-100 layout. Raises ValueError when the
+    option is set for a CIFAR-10 source."""
+    if layout.name != CIFAR100.name:
+        if label_kind is not None:
+            raise ValueError(
+                f"--cifar100-labels={label_kind} applies only to the CIFAR-100 python tarball, "
+                f"but --source {path} is the {layout.name} one. Remove --cifar100-labels."
+            )
+        return layout
+    if label_kind not in (None, *CIFAR100_LABEL_KINDS):
+        raise ValueError(
+            f"--cifar100-labels={label_kind!r} is invalid. Use one of "
+            f"{', '.join(CIFAR100_LABEL_KINDS)}."
+        )
+    label_key, num_classes = CIFAR100_LABEL_KINDS[label_kind or "fine"]
+    return dataclasses.replace(layout, label_key=label_key, num_classes=num_classes)
+
+
+def _load_cifar_batch(
+    tar: tarfile.TarFile, member: str, source: str, layout: CifarLayout
+) -> tuple[np.ndarray, list[int]]:
     """Load one batch as (images uint8 [N, 32, 32, 3], labels)."""
     try:
         data = tar.extractfile(member).read()
     except (KeyError, AttributeError) as err:
         raise ValueError(
-            f"{source} has no file {member}. Expected the CIFAR-10 python version "
-            f"(cifar-10-python.tar.gz)."
+            f"{source} has no file {member}. Expected the {layout.name} python version "
+            f"({layout.file_name})."
         ) from err
+    name = f"{source}:{member}"
     try:
-        batch = RestrictedUnpickler(io.BytesIO(data), f"{source}:{member}").load()
-    except EOFError as err:
-        raise ValueError(f"{source}:{member}: the pickle is truncated. Download it again.") from err
-    images = batch.get(b"data") if isinstance(batch, dict) else None
-    labels = batch.get(b"labels") if isinstance(batch, dict) else None
-    valid = isinstance(images, np.ndarray) and isinstance(labels, list)
-    if not valid or images.dtype != np.uint8 or images.shape != (len(labels), 3 * 32 * 32):
+        batch = RestrictedUnpickler(io.BytesIO(data), name).load()
+    except RejectedGlobalError:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError) as err:
         raise ValueError(
-            f"{source}:{member}: expected a dict with b'data' uint8 [N, 3072] and b'labels' "
-            f"(N ints). Use the original CIFAR-10 python file."
+            f"{name}: cannot unpickle the batch ({err}). The file is truncated or corrupt. "
+            f"Download it again."
+        ) from err
+    return _check_cifar_batch(batch, name, layout)
+
+
+def _check_cifar_batch(batch: Any, name: str, layout: CifarLayout) -> tuple[np.ndarray, list]:
+    """Check an unpickled batch dict and return (images uint8 [N, 32, 32, 3], labels)."""
+    images = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(layout.label_key) if isinstance(batch, dict) else None
+    valid = isinstance(images, np.ndarray) and isinstance(labels, list)
+    valid = valid and all(isinstance(v, int) and 0 <= v < layout.num_classes for v in labels)
+    if not valid or images.dtype != np.uint8 or images.shape != (len(labels), 3 * 32 * 32):
+        key = layout.label_key.decode()
+        raise ValueError(
+            f"{name}: expected a dict with b'data' uint8 [N, 3072] and b'{key}' (N ints in "
+            f"0..{layout.num_classes - 1}). Use the original {layout.name} python file."
         )
     return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def open_cifar10(path: str, max_images: int | None) -> Source:
-    """Open the 50,000 training images of cifar-10-python.tar.gz with their labels."""
+def open_cifar(path: str, max_images: int | None, label_kind: str | None = None) -> Source:
+    """Open the training images of the CIFAR-10 or CIFAR-100 python tarball with their labels,
+    detecting which one it is by its members. `label_kind` is --cifar100-labels."""
     try:
         with tarfile.open(path, "r:*") as tar:
-            batches = [_load_cifar_batch(tar, member, path) for member in _CIFAR_BATCHES]
-    except tarfile.TarError as err:
-        raise ValueError(f"--source {path} is not a readable tar file ({err}).") from err
+            layout = detect_cifar_layout(path, tar.getnames())
+            layout = select_cifar_labels(path, layout, label_kind)
+            batches = [_load_cifar_batch(tar, member, path, layout) for member in layout.members]
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise ValueError(
+            f"--source {path} is not a readable tar file ({err}). The file is truncated or "
+            f"corrupt. Download it again."
+        ) from err
     images = np.concatenate([b[0] for b in batches])  # [N, 32, 32, 3]
     labels = [int(v) for b in batches for v in b[1]]
     count = len(images) if max_images is None else min(max_images, len(images))
@@ -494,14 +617,16 @@ def convert_dataset(
     max_images: int | None = None,
     transform: str | None = None,
     resolution: tuple[int, int] | None = None,
+    cifar100_labels: str | None = None,
 ) -> None:
     """Convert `source` into a zip or folder at `dest`: PNG images under
-    `NNNNN/imgNNNNNNNN.png` plus dataset.json. Raises ValueError, FileNotFoundError or
+    `NNNNN/imgNNNNNNNN.png` plus dataset.json. `cifar100_labels` selects the fine (None or
+    "fine") or "coarse" labels of a CIFAR-100 source. Raises ValueError, FileNotFoundError or
     FileExistsError with a message naming the file or option at fault."""
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images={max_images} is invalid. It must be at least 1.")
     apply_transform = make_transform(transform, resolution)
-    src = open_source(source, max_images)
+    src = open_source(source, max_images, cifar100_labels)
     labels: list[list[Any]] = []
     first: tuple[str, tuple[int, int, str]] | None = None
     progress_step = max(1, src.num_images // 20)
@@ -570,7 +695,8 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
     required=True,
     help="Input: a folder or .zip of PNG/JPEG images (labels from its dataset.json), an IDX "
     "images file such as train-images-idx3-ubyte[.gz] (labels from the *-labels-idx1-ubyte[.gz] "
-    "file beside it), or cifar-10-python.tar.gz",
+    "file beside it), or cifar-10-python.tar.gz or cifar-100-python.tar.gz (the training "
+    "images, recognized by the tarball's contents)",
 )
 @click.option(
     "--dest",
@@ -597,8 +723,19 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
     help="Output size in pixels. Without --transform, images are resized with Lanczos  "
     "[default: keep the source size]",
 )
+@click.option(
+    "--cifar100-labels",
+    type=click.Choice(list(CIFAR100_LABEL_KINDS)),
+    help="Labels of a CIFAR-100 source: fine (100 classes) or coarse (20 superclasses)  "
+    "[default: fine]",
+)
 def main(
-    source: str, dest: str, max_images: int | None, transform: str | None, resolution: str | None
+    source: str,
+    dest: str,
+    max_images: int | None,
+    transform: str | None,
+    resolution: str | None,
+    cifar100_labels: str | None,
 ) -> None:
     """Convert an image collection into a data set for training: PNG images and a
     dataset.json with labels, in a zip or folder.
@@ -614,6 +751,7 @@ def main(
             max_images=max_images,
             transform=transform,
             resolution=parse_resolution(resolution),
+            cifar100_labels=cifar100_labels,
         )
     except (ValueError, OSError, pickle.UnpicklingError) as err:
         raise click.ClickException(str(err)) from err

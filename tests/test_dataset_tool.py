@@ -1,7 +1,7 @@
 """Tests for dataset_tool.py: every source format, transforms, labels, atomic output and errors.
 
-Source files (PNG folders, IDX files, a fake CIFAR-10 tarball) are written by the tests from
-numpy arrays, and converted output is read back with zipfile and PIL alone.
+Source files (PNG folders, IDX files, fake CIFAR-10 and CIFAR-100 tarballs) are written by
+the tests from numpy arrays, and converted output is read back with zipfile and PIL alone.
 """
 
 import gzip
@@ -568,3 +568,246 @@ def test_malformed_source_labels(tmp_path):
     result = convert("--source", source, "--dest", tmp_path / "o.zip")
     assert result.exit_code == 1
     assert "dataset.json: invalid JSON" in result.output
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-100 sources.
+
+CIFAR100_FINE = [99, 0, 42, 7, 63]
+CIFAR100_COARSE = [19, 4, 0, 11, 4]
+
+
+def make_cifar100_tarball(path, train_payload=None, mode="w:gz"):
+    """Write a fake cifar-100-python.tar.gz: meta, train and test pickles in the original
+    layout, with five training images labeled CIFAR100_FINE and CIFAR100_COARSE."""
+    rows = random_image(7, height=len(CIFAR100_FINE), width=3072, channels=1)
+    train = {
+        b"data": rows,
+        b"fine_labels": list(CIFAR100_FINE),
+        b"coarse_labels": list(CIFAR100_COARSE),
+        b"filenames": [f"image_{i}.png".encode() for i in range(len(rows))],
+        b"batch_label": b"training batch 1 of 1",
+    }
+    test = dict(train, data=rows[:2], batch_label=b"testing batch 1 of 1")
+    meta = {
+        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+    }
+    payloads = {
+        "cifar-100-python/meta": py2_style_pickle(meta),
+        "cifar-100-python/train": train_payload or py2_style_pickle(train),
+        "cifar-100-python/test": py2_style_pickle(test),
+    }
+    with tarfile.open(path, mode) as tar:
+        for name, payload in payloads.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return str(path), rows
+
+
+def cifar_row_to_image(row):
+    """Rebuild an image [H, W, 3] from one CIFAR row: 1024 red, 1024 green, then 1024 blue
+    bytes, each plane row-major."""
+    planes = [row[i * 1024 : (i + 1) * 1024].reshape(32, 32) for i in range(3)]
+    return np.stack(planes, axis=-1)
+
+
+@pytest.mark.parametrize(
+    "option, expected_labels, num_classes",
+    [
+        ([], CIFAR100_FINE, 100),
+        (["--cifar100-labels=fine"], CIFAR100_FINE, 100),
+        (["--cifar100-labels=coarse"], CIFAR100_COARSE, 20),
+    ],
+)
+def test_cifar100_round_trip(tmp_path, option, expected_labels, num_classes):
+    source, rows = make_cifar100_tarball(tmp_path / "cifar-100-python.tar.gz")
+    dest = tmp_path / "out.zip"
+    result = convert("--source", source, "--dest", dest, *option)
+    assert result.exit_code == 0, result.output
+    names, out, out_labels = read_output(dest)
+    assert names == [f"00000/img{i:08d}.png" for i in range(5)]
+    for idx, name in enumerate(names):
+        np.testing.assert_array_equal(out[name], cifar_row_to_image(rows[idx]))
+    assert out_labels == [[n, v] for n, v in zip(names, expected_labels)]
+    dataset = ImageFolderDataset(str(dest), use_labels=True)
+    assert dataset.label_shape == [num_classes]
+
+
+def test_cifar100_max_images(tmp_path):
+    source, rows = make_cifar100_tarball(tmp_path / "cifar-100-python.tar.gz")
+    dest = tmp_path / "out.zip"
+    result = convert(
+        "--source", source, "--dest", dest, "--max-images=2", "--cifar100-labels=coarse"
+    )
+    assert result.exit_code == 0, result.output
+    names, out, out_labels = read_output(dest)
+    assert out_labels == [[names[0], CIFAR100_COARSE[0]], [names[1], CIFAR100_COARSE[1]]]
+    np.testing.assert_array_equal(out[names[1]], cifar_row_to_image(rows[1]))
+
+
+@pytest.mark.parametrize(
+    "file_name, mode",
+    [("cifar100.bin", "w:gz"), ("cifar-100-python.tar", "w"), ("cifar-10-python.tar.gz", "w:gz")],
+)
+def test_cifar100_detected_by_contents(tmp_path, file_name, mode):
+    source, rows = make_cifar100_tarball(tmp_path / file_name, mode=mode)
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 0, result.output
+    names, out, out_labels = read_output(tmp_path / "out.zip")
+    assert out_labels == [[n, v] for n, v in zip(names, CIFAR100_FINE)]
+    np.testing.assert_array_equal(out[names[4]], cifar_row_to_image(rows[4]))
+
+
+def test_cifar100_labels_with_cifar10_source(tmp_path):
+    source, _rows, _labels = make_cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    dest = tmp_path / "out.zip"
+    result = convert("--source", source, "--dest", dest, "--cifar100-labels=coarse")
+    assert result.exit_code == 1
+    assert "--cifar100-labels=coarse applies only to the CIFAR-100 python tarball" in result.output
+    assert f"--source {source} is the CIFAR-10 one" in result.output
+    assert not dest.exists()
+
+
+def test_cifar100_labels_with_other_sources(tmp_path):
+    folder = make_folder(tmp_path / "src", {"a.png": random_image(0)})
+    idx = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((2, 4, 4), np.uint8), False)
+    for source, kind in [(folder, "a folder"), (idx, "an IDX file")]:
+        result = convert("--source", source, "--dest", tmp_path / "o.zip", "--cifar100-labels=fine")
+        assert result.exit_code == 1
+        assert (
+            "--cifar100-labels=fine applies only to the CIFAR-100 python tarball" in result.output
+        )
+        assert f"--source {source} is {kind}. Remove --cifar100-labels." in result.output
+    assert not (tmp_path / "o.zip").exists()
+
+
+def test_cifar100_labels_invalid_choice(tmp_path):
+    source, _rows = make_cifar100_tarball(tmp_path / "cifar-100-python.tar.gz")
+    result = convert("--source", source, "--dest", tmp_path / "o.zip", "--cifar100-labels=super")
+    assert result.exit_code == 2
+    assert "'super' is not one of 'fine', 'coarse'" in result.output
+
+
+def test_help_mentions_cifar100():
+    result = convert("--help")
+    assert result.exit_code == 0
+    assert "--cifar100-labels" in result.output
+    assert "cifar-100-python.tar.gz" in result.output
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w"])
+def test_cifar100_truncated_tarball(tmp_path, mode):
+    path = tmp_path / "cifar-100-python.tar.gz"
+    make_cifar100_tarball(path, mode=mode)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    dest = tmp_path / "out.zip"
+    result = convert("--source", path, "--dest", dest)
+    assert result.exit_code == 1
+    assert f"--source {path} is not a readable tar file" in result.output
+    assert "truncated or corrupt" in result.output
+    assert not dest.exists()
+
+
+def test_cifar100_truncated_pickle(tmp_path):
+    rows = random_image(0, height=len(CIFAR100_FINE), width=3072, channels=1)
+    payload = py2_style_pickle({b"data": rows, b"fine_labels": CIFAR100_FINE})
+    source, _rows = make_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", train_payload=payload[:-100]
+    )
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert "cifar-100-python/train: cannot unpickle the batch" in result.output
+    assert "truncated" in result.output
+
+
+def test_cifar100_corrupt_pickle(tmp_path):
+    source, _rows = make_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", train_payload=b"\x80\x02garbage"
+    )
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert "cifar-100-python/train: cannot unpickle the batch" in result.output
+    assert "truncated or corrupt" in result.output
+
+
+@pytest.mark.parametrize("module, name", [("os", "system"), ("builtins", "eval")])
+def test_cifar100_rejects_unexpected_globals(tmp_path, module, name):
+    marker = tmp_path / "marker"
+    payload = f"c{module}\n{name}\n(S'touch {marker}'\ntR.".encode()
+    source, _rows = make_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", train_payload=payload
+    )
+    dest = tmp_path / "out.zip"
+    result = convert("--source", source, "--dest", dest)
+    assert result.exit_code == 1
+    assert "cifar-100-python/train" in result.output
+    assert f"references the global {module}.{name}" in result.output
+    assert "rejected" in result.output
+    assert not marker.exists()
+    assert not dest.exists()
+
+
+ONE_ROW = np.zeros((1, 3072), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {b"data": ONE_ROW, b"fine_labels": [100]},  # Label out of range.
+        {b"data": ONE_ROW, b"fine_labels": [-1]},
+        {b"data": ONE_ROW, b"fine_labels": ["3"]},
+        {b"data": ONE_ROW, b"coarse_labels": [0]},  # No fine labels.
+        {b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0]},  # Count mismatch.
+        {b"data": np.zeros((1, 3072), np.int64), b"fine_labels": [0]},
+        {b"data": np.zeros((1, 32, 32, 3), np.uint8), b"fine_labels": [0]},
+        [1, 2, 3],
+    ],
+)
+def test_cifar100_invalid_batch(tmp_path, batch):
+    source, _rows = make_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", train_payload=py2_style_pickle(batch)
+    )
+    result = convert("--source", source, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert f"{source}:cifar-100-python/train: expected a dict" in result.output
+    assert "b'data' uint8 [N, 3072] and b'fine_labels' (N ints in 0..99)" in result.output
+    assert "Use the original CIFAR-100 python file" in result.output
+
+
+def test_coarse_label_out_of_range(tmp_path):
+    batch = {b"data": np.zeros((1, 3072), np.uint8), b"fine_labels": [3], b"coarse_labels": [20]}
+    source, _rows = make_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", train_payload=py2_style_pickle(batch)
+    )
+    assert convert("--source", source, "--dest", tmp_path / "fine.zip").exit_code == 0
+    result = convert("--source", source, "--dest", tmp_path / "o.zip", "--cifar100-labels=coarse")
+    assert result.exit_code == 1
+    assert "b'coarse_labels' (N ints in 0..19)" in result.output
+
+
+@pytest.mark.parametrize(
+    "file_name, message",
+    [
+        ("cifar-100-python.tar.gz", "has no file cifar-100-python/train. Expected the CIFAR-100"),
+        ("archive.tar.gz", "is a tar file, but not a CIFAR python tarball"),
+    ],
+)
+def test_tarball_without_cifar_members(tmp_path, file_name, message):
+    path = tmp_path / file_name
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-100-python/meta")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    result = convert("--source", path, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_tar_name_without_tar_contents(tmp_path):
+    path = tmp_path / "cifar-100-python.tar.gz"
+    path.write_bytes(b"not a tarball at all")
+    result = convert("--source", path, "--dest", tmp_path / "out.zip")
+    assert result.exit_code == 1
+    assert f"--source {path} is not a readable tar file" in result.output

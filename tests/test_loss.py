@@ -327,8 +327,12 @@ def test_hinge_reports_stats(monkeypatch):
     run_phase(loss, "Dmain", real, z)
     _grad, s_r, s_f = hinge_D_grad_reference(G, D, real, z)
     assert sorted(reported) == [
-        "Loss/D/loss", "Loss/scores/fake", "Loss/scores/real", "Loss/signs/fake", "Loss/signs/real"
-    ]  # fmt: skip
+        "Loss/D/loss",
+        "Loss/scores/fake",
+        "Loss/scores/real",
+        "Loss/signs/fake",
+        "Loss/signs/real",
+    ]
     np.testing.assert_allclose(reported["Loss/scores/real"][0].reshape(-1), s_r, rtol=1e-5)
     np.testing.assert_allclose(reported["Loss/scores/fake"][0].reshape(-1), s_f, rtol=1e-5)
     np.testing.assert_array_equal(reported["Loss/signs/real"][0].reshape(-1), np.sign(s_r))
