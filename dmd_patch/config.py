@@ -80,8 +80,12 @@ class DMDConfig:
         """Return the interval length in images (rounded to the nearest image)."""
         return int(round(self.interval_kimg * 1000))
 
-    def validate(self, img_resolution: int) -> None:
-        """Raise ValueError naming the flag and its legal values if an option is invalid."""
+    def validate(self, img_resolution: int, legal_layers: list[int] | None = None) -> None:
+        """Raise ValueError naming the flag and its legal values if an option is invalid.
+
+        `legal_layers` lists the discriminator's block output resolutions, high to low.
+        None = those of the StyleGAN2 discriminator, from img_resolution / 2 down to 4.
+        """
         self._check_choice("detect", DETECT_MODES)
         self._check_choice("speed", SPEED_MODES)
         self._check_choice("policy", POLICIES)
@@ -97,10 +101,11 @@ class DMDConfig:
             self._fail("rescale", "0 or 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             self._fail("seed", "an integer >= 0")
-        self._check_layers(img_resolution)
+        self._check_layers(img_resolution, legal_layers)
 
-    def _check_layers(self, img_resolution: int) -> None:
-        legal = block_output_resolutions(img_resolution)
+    def _check_layers(self, img_resolution: int, legal: list[int] | None) -> None:
+        if legal is None:
+            legal = block_output_resolutions(img_resolution)
         layers = self.resolve_layers(img_resolution) if self.layers is None else list(self.layers)
         if not layers:
             self._fail("layers", f"a non-empty comma-separated list from {legal}")

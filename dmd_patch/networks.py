@@ -1,9 +1,14 @@
-"""StyleGAN2 discriminator with dynamic feature masks (DMD).
+"""StyleGAN2 and BigGAN discriminators with dynamic feature masks (DMD).
 
 Method: W. Zhang et al., "Dynamically Masked Discriminator for GANs", NeurIPS 2023,
 arXiv 2306.07716. The discriminator measures its own learning speed at every interval
 boundary and, when the speed drops, masks (or unmasks) the output features of chosen blocks.
 Everything else, including the generator, the losses and the optimizers, stays as it is.
+
+DMDMixin holds the method and works with any discriminator that calls
+`block_output(out_res, x)` after every block. Masks are keyed by block output resolution, so
+a listed resolution masks every block with that output, all with one shared pattern. BigGAN's
+32x32 discriminator has three blocks with 8x8 outputs, so `layers=[8]` masks all three.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from typing import Any
 
 import torch
 
-from dmd_patch.config import DMDConfig
+from dmd_patch.config import DMDConfig, block_output_resolutions
 from dmd_patch.detector import RetardationDetector
 from dmd_patch.masker import FeatureMasker
-from training.networks_stylegan2 import Discriminator
+from training import networks_biggan, networks_stylegan2
 
 EXTRA_STATE_VERSION = 1
 
@@ -38,23 +43,25 @@ class BoundaryReport:
     change: str | None  # 'on', 'off', 'redrawn' or None (mask state unchanged).
 
 
-class DMDDiscriminator(Discriminator):
-    """Discriminator whose block outputs are masked when its learning speed drops.
+class DMDMixin:
+    """Masks a discriminator's block outputs when its learning speed drops.
 
-    All DMD state lives in this module and travels with `state_dict()` as extra state, so
-    snapshots save it and a resumed run makes the same decisions as an uninterrupted one.
-    The training loop drives it through `dmd_patch.hook.DMDHook`.
+    Put it before a discriminator class that calls `self.block_output(out_res, x)` after every
+    block and sets `img_resolution`. All DMD state lives in the module and travels with
+    `state_dict()` as extra state, so snapshots save it and a resumed run makes the same
+    decisions as an uninterrupted one. The training loop drives it through
+    `dmd_patch.hook.DMDHook`.
     """
 
     def __init__(
         self,
-        *args: Any,  # Positional arguments of Discriminator (c_dim, img_resolution, ...).
+        *args: Any,  # Positional arguments of the discriminator (c_dim, img_resolution, ...).
         dmd_kwargs: dict | None = None,  # DMDConfig options as a dict. None or {} = defaults.
-        **kwargs: Any,  # Keyword arguments of Discriminator.
+        **kwargs: Any,  # Keyword arguments of the discriminator.
     ):
         super().__init__(*args, **kwargs)
         config = DMDConfig.from_dict(dmd_kwargs)
-        config.validate(self.img_resolution)
+        config.validate(self.img_resolution, self.dmd_layer_resolutions())
         self.init_kwargs.dmd_kwargs = config.to_dict()
         self.dmd_config = config
         self.dmd_interval_nimg = config.interval_nimg()
@@ -76,12 +83,17 @@ class DMDDiscriminator(Discriminator):
         self.dmd_interval_index: int | None = None  # Index of the latest boundary handled.
         self.dmd_last_speed: float | None = None  # Latest s_i, for the status line.
 
+    def dmd_layer_resolutions(self) -> list[int]:
+        """Return the block output resolutions that `--dmd-layers` may list, high to low."""
+        return block_output_resolutions(self.img_resolution)
+
     def block_output(self, out_res: int, x: torch.Tensor) -> torch.Tensor:
         """Apply the current mask of layer `out_res` to x [N, C, out_res, out_res]."""
         return self.dmd_masker.apply(out_res, x)
 
     def dmd_params_by_block(self) -> dict[str, list[torch.Tensor]]:
-        """Group the trainable parameters by top-level child (b{res}, mapping, b4).
+        """Group the trainable parameters by top-level child (b{res}, mapping and b4 in
+        StyleGAN2; block{index}, attn, linear and embed in BigGAN).
 
         Every parameter counts, whatever its requires_grad flag: the training loop switches
         those flags off between phases, and frozen layers are buffers, not parameters.
@@ -191,6 +203,23 @@ class DMDDiscriminator(Discriminator):
             f"{super().extra_repr()}, dmd_layers={self.dmd_masker.layers}, "
             f"dmd_policy={config.policy}, dmd_ratio={config.ratio}"
         )
+
+
+class DMDDiscriminator(DMDMixin, networks_stylegan2.Discriminator):
+    """StyleGAN2 discriminator with DMD. Its block outputs run from img_resolution / 2 to 4."""
+
+
+class DMDBigGANDiscriminator(DMDMixin, networks_biggan.Discriminator):
+    """BigGAN discriminator with DMD.
+
+    At 32x32 its block outputs are 16, 8, 8 and 8, so `--dmd-layers` may list 16 and 8. A
+    listed 8 masks the outputs of all three 8x8 blocks with the same pattern, so the positions
+    it zeroes stay zero up to the sum over space.
+    """
+
+    def dmd_layer_resolutions(self) -> list[int]:
+        """Return the distinct block output resolutions, high to low."""
+        return sorted(set(self.block_out_resolutions), reverse=True)
 
 
 def params_by_block(module: torch.nn.Module) -> dict[str, list[torch.Tensor]]:

@@ -38,6 +38,9 @@ NETWORK_CLASSES = {
     "training.networks_stylegan3.Generator",
     "training.augment.AugmentPipe",
     "dmd_patch.networks.DMDDiscriminator",
+    "training.networks_biggan.Generator",
+    "training.networks_biggan.Discriminator",
+    "dmd_patch.networks.DMDBigGANDiscriminator",
 }
 
 
