@@ -18,7 +18,9 @@ import re
 import tempfile
 
 import click
+import numpy as np
 import torch
+from click.core import ParameterSource
 
 import dnnlib
 from torch_utils import misc
@@ -235,8 +237,38 @@ def dmd_desc(dmd_kwargs: dict | None) -> str:
 # Validation and configuration.
 
 
+# Options of the StyleGAN configurations that BigGAN has no use for, and the reverse.
+STYLEGAN_ONLY_OPTIONS = ["gamma", "cbase", "cmax", "map_depth", "mbstd_group", "freezed"]
+BIGGAN_ONLY_OPTIONS = ["ch", "attn_res"]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config_options(opts: dnnlib.EasyDict) -> None:
+    """Reject options given on the command line that the chosen --cfg does not use, and
+    require --gamma for the StyleGAN configurations."""
+    is_biggan = opts.cfg == "biggan"
+    unused = STYLEGAN_ONLY_OPTIONS if is_biggan else BIGGAN_ONLY_OPTIONS
+    given = [flag(name) for name in unused if name in opts.explicit]
+    if given:
+        family = "BigGAN" if is_biggan else "StyleGAN"
+        verb, pronoun = ("does", "it") if len(given) == 1 else ("do", "them")
+        raise click.ClickException(
+            f"{', '.join(given)} {verb} not apply to --cfg={opts.cfg}: the {family} "
+            f"configuration has no such setting. Remove {pronoun}."
+        )
+    if not is_biggan and opts.gamma is None:
+        raise click.ClickException(
+            f"Missing option '--gamma' (the R1 regularization weight), required with "
+            f"--cfg={opts.cfg}"
+        )
+
+
 def validate_options(opts: dnnlib.EasyDict) -> None:
     """Reject option values that cannot work, naming the flag and the legal values."""
+    check_config_options(opts)
     if opts.batch % opts.gpus != 0:
         raise click.ClickException(f"--batch={opts.batch} must be a multiple of --gpus={opts.gpus}")
     batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
@@ -244,7 +276,7 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
         raise click.ClickException(
             f"--batch={opts.batch} must be a multiple of --gpus times --batch-gpu ({opts.gpus} x {batch_gpu})"
         )
-    if batch_gpu % opts.mbstd_group != 0:
+    if opts.cfg != "biggan" and batch_gpu % opts.mbstd_group != 0:
         raise click.ClickException(
             f"--batch-gpu={batch_gpu} (per-process batch) must be a multiple of --mbstd-group={opts.mbstd_group}"
         )
@@ -280,6 +312,60 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     if opts.workers > 0:
         c.data_loader_kwargs.prefetch_factor = 2
 
+    c.num_gpus = opts.gpus
+    c.device_type = opts.device
+    c.batch_size = opts.batch
+    c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    c.metrics = opts.metrics
+    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector, progress=True)
+    c.total_kimg = opts.kimg
+    c.kimg_per_tick = opts.tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.random_seed = opts.seed
+    c.cudnn_benchmark = not opts.nobench
+
+    if opts.cfg == "biggan":
+        add_biggan_recipe(c, opts)
+    else:
+        add_stylegan_recipe(c, opts)
+    dmd_kwargs = dmd_kwargs_from_options(opts, img_resolution)
+    c.hook_kwargs = []
+    if dmd_kwargs is not None:
+        c.D_kwargs.class_name = DMD_DISCRIMINATORS[c.D_kwargs.class_name]
+        c.D_kwargs.dmd_kwargs = dmd_kwargs
+        c.hook_kwargs.append(dnnlib.EasyDict(class_name="dmd_patch.hook.DMDHook"))
+    if opts.dmd_diagnostics:
+        c.hook_kwargs.append(diagnostics_hook_kwargs(opts, img_resolution))
+    add_augmentation(c, opts)
+
+    if opts.resume is not None:
+        c.resume_pkl = os.path.abspath(opts.resume)
+        c.ema_rampup = None  # A resumed G_ema is already a good average.
+        if "blur_init_sigma" in c.loss_kwargs:
+            c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
+        if c.get("ada_target") is not None:
+            c.ada_kimg = 100  # Let p settle quickly around the resumed value, as upstream.
+
+    desc = f"{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}"
+    if opts.cfg != "biggan":
+        desc += f"-gamma{c.loss_kwargs.r1_gamma:g}"
+    if opts.aug != "noaug" and opts.augpipe != "bgc":
+        desc += f"-{opts.augpipe}"
+    desc += "-" + dmd_desc(dmd_kwargs)
+    if opts.desc:
+        desc += f"-{opts.desc}"
+    return c, desc
+
+
+# The DMD subclass of each discriminator that train.py can build.
+DMD_DISCRIMINATORS = {
+    "training.networks_stylegan2.Discriminator": "dmd_patch.networks.DMDDiscriminator",
+    "training.networks_biggan.Discriminator": "dmd_patch.networks.DMDBigGANDiscriminator",
+}
+
+
+def add_stylegan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
+    """Networks, optimizers, loss and G_ema schedule of the StyleGAN2/StyleGAN3 configs."""
     c.G_kwargs = generator_kwargs(opts)
     c.D_kwargs = dnnlib.EasyDict(
         class_name="training.networks_stylegan2.Discriminator",
@@ -294,23 +380,15 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
         kwargs.num_fp16_res = num_fp16_res
         kwargs.conv_clamp = conv_clamp
 
-    dmd_kwargs = dmd_kwargs_from_options(opts, img_resolution)
-    c.hook_kwargs = []
-    if dmd_kwargs is not None:
-        c.D_kwargs.class_name = "dmd_patch.networks.DMDDiscriminator"
-        c.D_kwargs.dmd_kwargs = dmd_kwargs
-        c.hook_kwargs.append(dnnlib.EasyDict(class_name="dmd_patch.hook.DMDHook"))
-    if opts.dmd_diagnostics:
-        c.hook_kwargs.append(diagnostics_hook_kwargs(opts, img_resolution))
-
     glr = opts.glr
     if glr is None:
         glr = 0.002 if opts.cfg == "stylegan2" else 0.0025
+    dlr = opts.dlr if opts.dlr is not None else 0.002
     c.G_opt_kwargs = dnnlib.EasyDict(
         class_name="torch.optim.Adam", lr=glr, betas=[0.0, 0.99], eps=1e-8
     )
     c.D_opt_kwargs = dnnlib.EasyDict(
-        class_name="torch.optim.Adam", lr=opts.dlr, betas=[0.0, 0.99], eps=1e-8
+        class_name="torch.optim.Adam", lr=dlr, betas=[0.0, 0.99], eps=1e-8
     )
     c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=opts.gamma)
     c.D_reg_interval = 16
@@ -326,35 +404,40 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     if opts.cfg == "stylegan3-r":
         c.loss_kwargs.blur_init_sigma = 10
         c.loss_kwargs.blur_fade_kimg = opts.batch * 200 / 32
-
-    c.num_gpus = opts.gpus
-    c.device_type = opts.device
-    c.batch_size = opts.batch
-    c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
     c.ema_kimg = c.batch_size * 10 / 32
     c.ema_rampup = 0.05
-    c.metrics = opts.metrics
-    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector, progress=True)
-    c.total_kimg = opts.kimg
-    c.kimg_per_tick = opts.tick
-    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
-    c.random_seed = opts.seed
-    c.cudnn_benchmark = not opts.nobench
-    add_augmentation(c, opts)
-    if opts.resume is not None:
-        c.resume_pkl = os.path.abspath(opts.resume)
-        c.ema_rampup = None  # A resumed G_ema is already a good average.
-        c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
-        if c.get("ada_target") is not None:
-            c.ada_kimg = 100  # Let p settle quickly around the resumed value, as upstream.
 
-    desc = f"{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}"
-    if opts.aug != "noaug" and opts.augpipe != "bgc":
-        desc += f"-{opts.augpipe}"
-    desc += "-" + dmd_desc(dmd_kwargs)
-    if opts.desc:
-        desc += f"-{opts.desc}"
-    return c, desc
+
+# BigGAN's recipe (Brock et al. 2019) counts in G steps; the loop counts images.
+BIGGAN_D_STEPS = 4  # D steps per G step.
+BIGGAN_EMA_DECAY = 0.9999  # G_ema decay per G step...
+BIGGAN_EMA_START = 1000  # ...starting after this many G steps (a plain copy before).
+
+
+def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
+    """Networks, optimizers, hinge loss and G_ema schedule of --cfg=biggan."""
+    common = dict(ch=opts.ch, attn_res=opts.attn_res)
+    c.G_kwargs = dnnlib.EasyDict(
+        class_name="training.networks_biggan.Generator", z_dim=128, w_dim=0, **common
+    )
+    c.D_kwargs = dnnlib.EasyDict(class_name="training.networks_biggan.Discriminator", **common)
+    glr = opts.glr if opts.glr is not None else 2e-4
+    dlr = opts.dlr if opts.dlr is not None else 2e-4
+    c.G_opt_kwargs = dnnlib.EasyDict(
+        class_name="torch.optim.Adam", lr=glr, betas=[0.0, 0.999], eps=1e-8
+    )
+    c.D_opt_kwargs = dnnlib.EasyDict(
+        class_name="torch.optim.Adam", lr=dlr, betas=[0.0, 0.999], eps=1e-8
+    )
+    c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.BigGANLoss")
+    c.G_reg_interval = None  # No regularization: plain optimizer settings for both.
+    c.D_reg_interval = None
+    c.num_D_steps = BIGGAN_D_STEPS
+    images_per_G_step = BIGGAN_D_STEPS * opts.batch
+    half_life_G_steps = np.log(0.5) / np.log(BIGGAN_EMA_DECAY)  # about 6931
+    c.ema_kimg = half_life_G_steps * images_per_G_step / 1000
+    c.ema_start_kimg = BIGGAN_EMA_START * images_per_G_step / 1000
+    c.ema_rampup = None
 
 
 def generator_kwargs(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
@@ -443,15 +526,15 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.command()
 # Required.
 @click.option("--outdir",       help="Where to make the run directory", metavar="DIR",              type=str, required=True)
-@click.option("--cfg",          help="Base configuration",                                          type=click.Choice(["stylegan3-t", "stylegan3-r", "stylegan2"]), required=True)
+@click.option("--cfg",          help="Base configuration",                                          type=click.Choice(["stylegan3-t", "stylegan3-r", "stylegan2", "biggan"]), required=True)
 @click.option("--data",         help="Training data: a zip or folder made by dataset_tool.py", metavar="[ZIP|DIR]", type=str, required=True)
 @click.option("--gpus",         help="Number of GPUs (processes) to use", metavar="INT",           type=click.IntRange(min=1), required=True)
 @click.option("--batch",        help="Total batch size over all GPUs, in images", metavar="INT",   type=click.IntRange(min=1), required=True)
-@click.option("--gamma",        help="R1 regularization weight", metavar="FLOAT",                  type=click.FloatRange(min=0), required=True)
+@click.option("--gamma",        help="R1 regularization weight (StyleGAN configs; required there)", metavar="FLOAT", type=click.FloatRange(min=0))
 # Optional features.
 @click.option("--cond",         help="Train a class-conditional model from dataset.json labels", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
-@click.option("--aug",          help="Augmentation mode",                                          type=click.Choice(["noaug", "ada", "fixed"]), default="ada", show_default=True)
+@click.option("--aug",          help="Augmentation mode  [default: ada; noaug for biggan]",        type=click.Choice(["noaug", "ada", "fixed"]), default="ada")
 @click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
 @click.option("--resume",       help="Resume from a network snapshot", metavar="PKL",              type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
@@ -461,10 +544,13 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--batch-gpu",    help="Images per forward pass on one GPU [default: batch/gpus]", metavar="INT", type=click.IntRange(min=1))
 @click.option("--cbase",        help="Channel base: channels at resolution r are min(cbase/r, cmax)", metavar="INT", type=click.IntRange(min=1), default=32768, show_default=True)
 @click.option("--cmax",         help="Maximum number of channels per layer", metavar="INT",        type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2, 0.0025 for stylegan3]", metavar="FLOAT", type=click.FloatRange(min=0))
-@click.option("--dlr",          help="D learning rate", metavar="FLOAT",                           type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2, 0.0025 for stylegan3, 2e-4 for biggan]", metavar="FLOAT", type=click.FloatRange(min=0))
+@click.option("--dlr",          help="D learning rate  [default: 0.002; 2e-4 for biggan]", metavar="FLOAT", type=click.FloatRange(min=0))
 @click.option("--map-depth",    help="Mapping network depth  [default: 8 for stylegan2, 2 for stylegan3]", metavar="INT", type=click.IntRange(min=1))
 @click.option("--mbstd-group",  help="Minibatch standard deviation group size", metavar="INT",    type=click.IntRange(min=1), default=4, show_default=True)
+# BigGAN.
+@click.option("--ch",           help="BigGAN width: every block has 4 * ch channels", metavar="INT", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--attn-res",     help="BigGAN self-attention at this resolution (0 = none)", metavar="INT", type=click.IntRange(min=0), default=0, show_default=True)
 # DMD.
 @click.option("--dmd",          help="Use the dynamically masked discriminator", metavar="BOOL",   type=bool, default=False, show_default=True)
 @click.option("--dmd-interval", help="Time interval between detections, in kimg", metavar="KIMG",  type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
@@ -494,7 +580,8 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
 # fmt: on
 def main(**kwargs):
-    """Train a StyleGAN2 network, optionally with the dynamically masked discriminator.
+    """Train a StyleGAN2, StyleGAN3 or BigGAN network, optionally with the dynamically
+    masked discriminator.
 
     \b
     # CPU demo on the bundled Fashion-MNIST data, with DMD
@@ -509,8 +596,20 @@ def main(**kwargs):
         --gpus=8 --batch=64 --gamma=1 --dmd=0
     python train.py --outdir=~/training-runs --cfg=stylegan2 --data=~/datasets/mydata-256x256.zip \\
         --gpus=8 --batch=64 --gamma=1 --dmd=1
+
+    \b
+    # BigGAN on CIFAR-10 (hinge loss, 4 D steps per G step), class-conditional, with DMD
+    python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10.zip
+    python train.py --outdir=~/training-runs --cfg=biggan --data=~/datasets/cifar10.zip \
+        --gpus=1 --batch=50 --cond=1 --dmd=1
     """
     opts = dnnlib.EasyDict(kwargs)
+    ctx = click.get_current_context()
+    opts.explicit = {
+        name for name in kwargs if ctx.get_parameter_source(name) != ParameterSource.DEFAULT
+    }
+    if opts.cfg == "biggan" and "aug" not in opts.explicit:
+        opts.aug = "noaug"  # The BigGAN recipe trains without augmentation.
     opts.metrics = [m for m in opts.metrics if m.lower() != "none"]
     opts.device = resolve_device(opts.device)
     validate_options(opts)

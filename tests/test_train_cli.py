@@ -133,7 +133,10 @@ def test_cli_missing_detector_fails_before_training(tmp_path, data_zip):
 
 def dry_run_options(tmp_path, data_zip, *extra):
     """Run train.py --dry-run and return the printed training options as a dict."""
-    result = invoke(base_args(tmp_path / "runs", data_zip) + [*extra, "--dry-run"])
+    args = base_args(tmp_path / "runs", data_zip)
+    if "--cfg=biggan" in extra:  # Drop the StyleGAN-only options of base_args.
+        args = [a for a in args if not a.startswith(("--gamma", "--cbase", "--cmax"))]
+    result = invoke(args + [*extra, "--dry-run"])
     assert result.exit_code == 0, result.output
     text = result.output.split("Training options:")[1].split("Output directory:")[0]
     return json.loads(text), result.output
@@ -208,3 +211,74 @@ def test_cli_rejects_unknown_augpipe(tmp_path, data_zip):
     result = invoke(base_args(tmp_path / "runs", data_zip) + ["--augpipe=bgcx"])
     assert result.exit_code == 2
     assert "--augpipe" in result.output and "bgcfnc" in result.output
+
+
+# ----------------------------------------------------------------------------
+# --cfg=biggan.
+
+
+def test_cli_biggan_recipe(tmp_path, data_zip):
+    c, output = dry_run_options(tmp_path, data_zip, "--cfg=biggan", "--batch=10")
+    assert c["G_kwargs"] == {
+        "class_name": "training.networks_biggan.Generator",
+        "z_dim": 128,
+        "w_dim": 0,
+        "ch": 64,
+        "attn_res": 0,
+    }
+    assert c["D_kwargs"] == {
+        "class_name": "training.networks_biggan.Discriminator",
+        "ch": 64,
+        "attn_res": 0,
+    }
+    assert c["loss_kwargs"] == {"class_name": "training.loss.BigGANLoss"}
+    for key in ("G_opt_kwargs", "D_opt_kwargs"):
+        assert c[key]["lr"] == 2e-4
+        assert c[key]["betas"] == [0.0, 0.999]
+    assert c["G_reg_interval"] is None and c["D_reg_interval"] is None
+    assert c["num_D_steps"] == 4
+    # Decay 0.9999 per G step of 4 minibatches of 10 images, after 1000 G steps (40 kimg).
+    per_image = 0.5 ** (1 / (c["ema_kimg"] * 1000))
+    assert per_image ** (4 * 10) == pytest.approx(0.9999, abs=1e-10)
+    assert c["ema_start_kimg"] == 40
+    assert c["ema_rampup"] is None
+    assert "augment_kwargs" not in c  # no augmentation unless --aug is given
+    assert "00000-biggan-tiny-16x16-gpus1-batch10-nodmd" in output
+
+
+def test_cli_biggan_with_dmd_and_ada(tmp_path, data_zip):
+    args = ["--cfg=biggan", "--dmd=1", "--aug=ada", "--ch=8", "--attn-res=8", "--dlr=1e-4"]
+    c, _ = dry_run_options(tmp_path, data_zip, *args)
+    assert c["D_kwargs"]["class_name"] == "dmd_patch.networks.DMDBigGANDiscriminator"
+    assert c["D_kwargs"]["ch"] == 8 and c["D_kwargs"]["attn_res"] == 8
+    assert c["D_opt_kwargs"]["lr"] == 1e-4
+    assert c["ada_target"] == 0.6
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--cfg=biggan", "--gamma=1"], "--gamma does not apply to --cfg=biggan"),
+        (["--cfg=biggan", "--map-depth=2"], "--map-depth does not apply"),
+        (["--cfg=biggan", "--cbase=64", "--cmax=8"], "--cbase, --cmax do not apply"),
+        (["--cfg=stylegan2", "--ch=32"], "--ch does not apply to --cfg=stylegan2"),
+        (["--cfg=stylegan3-t", "--attn-res=16"], "--attn-res does not apply"),
+    ],
+)
+def test_cli_rejects_options_of_other_family(tmp_path, data_zip, extra, expected):
+    args = [
+        a
+        for a in base_args(tmp_path / "runs", data_zip)
+        if not a.startswith(("--gamma", "--cbase", "--cmax"))
+    ]
+    result = invoke(args + extra)
+    assert result.exit_code != 0
+    assert expected in result.output
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_cli_stylegan_requires_gamma(tmp_path, data_zip):
+    args = [a for a in base_args(tmp_path / "runs", data_zip) if not a.startswith("--gamma")]
+    result = invoke(args)
+    assert result.exit_code != 0
+    assert "Missing option '--gamma'" in result.output
