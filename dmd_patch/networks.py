@@ -5,7 +5,7 @@ arXiv 2306.07716. The discriminator measures its own learning speed at every int
 boundary and, when the speed drops, masks (or unmasks) the output features of chosen blocks.
 Everything else, including the generator, the losses and the optimizers, stays as it is.
 
-DMDMixin holds the method and works with any discriminator that calls
+DMDMixin implements the method and works with any discriminator that calls
 `block_output(out_res, x)` after every block. Masks are keyed by block output resolution, so
 a listed resolution masks every block with that output, all with one shared pattern. BigGAN's
 32x32 discriminator has three blocks with 8x8 outputs, so `layers=[8]` masks all three.
@@ -44,7 +44,7 @@ class BoundaryReport:
 
 
 class DMDMixin:
-    """Masks a discriminator's block outputs when its learning speed drops.
+    """Dynamic masks on a discriminator's block outputs, switched when its learning speed drops.
 
     Put it before a discriminator class that calls `self.block_output(out_res, x)` after every
     block and sets `img_resolution`. All DMD state lives in the module and travels with

@@ -100,3 +100,11 @@ def test_default_layer_invalid_for_tiny_image():
     # An 8x8 image has only the 4x4 block output, so the default layer 8 cannot be masked.
     with pytest.raises(ValueError, match="--dmd-layers"):
         DMDConfig().validate(8)
+
+
+def test_validate_takes_discriminator_layers():
+    # A BigGAN discriminator at 32x32 has block outputs 16 and 8 only.
+    DMDConfig(layers=[16, 8]).validate(32, [16, 8])
+    DMDConfig().validate(32, [16, 8])
+    with pytest.raises(ValueError, match=r"--dmd-layers.*\[16, 8\] \(invalid entry 4\)"):
+        DMDConfig(layers=[8, 4]).validate(32, [16, 8])

@@ -282,3 +282,146 @@ def test_frozen_layers_not_compared():
     trainable = sum(p.numel() for group in groups.values() for p in group)
     assert trainable == sum(p.numel() for p in frozen.parameters())
     assert trainable < sum(p.numel() for p in DMDDiscriminator(**D_KWARGS).parameters())
+
+
+# ----------------------------------------------------------------------------
+# DMDBigGANDiscriminator: block outputs 16, 8, 8 and 8 at 32x32.
+
+BIGGAN_KWARGS = dict(c_dim=0, img_resolution=32, img_channels=3, ch=4)
+
+
+def make_biggan_pair(dmd_kwargs=None):
+    """Return (plain BigGAN D, DMD BigGAN D) with identical weights."""
+    from dmd_patch.networks import DMDBigGANDiscriminator
+    from training.networks_biggan import Discriminator as BigGANDiscriminator
+
+    torch.manual_seed(0)
+    base = BigGANDiscriminator(**BIGGAN_KWARGS)
+    dmd = DMDBigGANDiscriminator(**BIGGAN_KWARGS, dmd_kwargs=dmd_kwargs)
+    missing, unexpected = dmd.load_state_dict(base.state_dict(), strict=False)
+    assert missing == ["_extra_state"]
+    assert unexpected == []
+    return base.eval(), dmd.eval()
+
+
+def biggan_images(n=2, seed=1):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_biggan_masks_every_8x8_block():
+    _, dmd = make_biggan_pair({"policy": "always", "ratio": 0.25, "layers": [8]})
+    calls = record_block_outputs(dmd)
+    dmd(biggan_images(), no_labels(2))
+    assert [res for res, _, _ in calls] == [16, 8, 8, 8]
+    keep = dmd.dmd_masker.patterns[8]
+    assert int((~keep).sum()) == 16  # 0.25 * 8 * 8
+    for _res, x, out in calls[1:]:
+        zero = (out == 0).all(dim=(0, 1))
+        assert torch.equal(zero, ~keep)
+        assert torch.allclose(out[:, :, keep], x[:, :, keep] * (4.0 / 3.0), rtol=1e-6, atol=1e-6)
+    assert torch.equal(calls[0][1], calls[0][2])  # 16x16 is not listed, so it stays as it is.
+
+
+def test_biggan_masks_only_listed_layer():
+    base, dmd = make_biggan_pair({"policy": "always", "ratio": 0.5, "layers": [16]})
+    calls = record_block_outputs(dmd)
+    img = biggan_images()
+    logits = dmd(img, no_labels(2))
+    zero = (calls[0][2] == 0).all(dim=(0, 1))
+    assert int(zero.sum()) == 128  # 0.5 * 16 * 16
+    assert all(torch.equal(x, out) for _res, x, out in calls[1:])
+    keep = dmd.dmd_masker.patterns[16].to(torch.float32) * 2.0
+    base.block_output = lambda out_res, x: x * keep if out_res == 16 else x
+    assert torch.allclose(logits, base(img, no_labels(2)), rtol=1e-5, atol=1e-5)
+
+
+def test_biggan_output_matches_base_when_off():
+    base, dmd = make_biggan_pair()
+    img = biggan_images()
+    assert dmd.dmd_masker.layers == [8]
+    assert torch.equal(dmd(img, no_labels(2)), base(img, no_labels(2)))
+
+
+def test_biggan_layers_checked_against_its_blocks():
+    from dmd_patch.networks import DMDBigGANDiscriminator
+
+    with pytest.raises(ValueError, match=r"--dmd-layers.*\[16, 8\]"):
+        DMDBigGANDiscriminator(**BIGGAN_KWARGS, dmd_kwargs={"layers": [4]})
+
+
+def test_biggan_state_round_trip_resumes():
+    from dmd_patch.networks import DMDBigGANDiscriminator
+
+    options = {"interval_kimg": 0.004, "seed": 4, "speed": "block"}
+    _, uninterrupted = make_biggan_pair(options)
+    run_steps(uninterrupted, STEPS_BEFORE)
+    buffer = io.BytesIO()
+    torch.save(uninterrupted.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = DMDBigGANDiscriminator(**BIGGAN_KWARGS, dmd_kwargs=options)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.dmd_detector.speeds == uninterrupted.dmd_detector.speeds
+    assert sorted(resumed.dmd_params_by_block()) == [
+        "block0",
+        "block1",
+        "block2",
+        "block3",
+        "linear",
+    ]
+
+    expected = run_steps(uninterrupted, STEPS_AFTER)
+    observed = run_steps(resumed, STEPS_AFTER)
+    assert observed == expected
+    assert any(report.retarded for report in expected)
+    img = biggan_images()
+    assert torch.equal(resumed.eval()(img, no_labels(2)), uninterrupted.eval()(img, no_labels(2)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="dmd_patch/hook.py accepts only DMDDiscriminator; it should check DMDMixin",
+)
+def test_biggan_driven_by_hook(monkeypatch):
+    import dmd_patch.hook
+
+    monkeypatch.setattr(dmd_patch.hook.training_stats, "report", lambda name, value: None)
+    _, dmd = make_biggan_pair({"interval_kimg": 0.008, "policy": "pulse"})
+    hook = dmd_patch.hook.DMDHook(dmd, batch_size=4, verbose=False)
+    reports = []
+    for step in range(1, 9):
+        hook.on_step_begin((step - 1) * 4)
+        perturb(dmd, 0.1 / step, seed=step)
+        reports.append(hook.on_step_end(step * 4))
+    boundaries = [report for report in reports if report is not None]
+    assert [report.kimg for report in boundaries] == [0.008, 0.016, 0.024, 0.032]
+    assert boundaries[0].speed is not None
+    assert any(report.change == "on" for report in boundaries)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dmd_patch/diagnostics.py checks DMDDiscriminator, not DMDMixin, so it measures a "
+    "second speed and probes a DMD BigGAN D with its masks on",
+)
+def test_biggan_probed_by_diagnostics(monkeypatch):
+    import dmd_patch.diagnostics
+    from training.networks_biggan import Generator as BigGANGenerator
+
+    monkeypatch.setattr(dmd_patch.diagnostics.training_stats, "report", lambda name, value: None)
+    torch.manual_seed(3)
+    G = BigGANGenerator(z_dim=32, c_dim=0, w_dim=0, img_resolution=32, img_channels=3, ch=4)
+    G.train().requires_grad_(False)
+    base, dmd = make_biggan_pair({"policy": "always", "ratio": 0.5})
+    options = dict(batch_size=4, interval_kimg=0.004, num_probe=4, seed=5, verbose=False)
+    G_state = {name: value.clone() for name, value in G.state_dict().items()}
+    masked_hook = dmd_patch.diagnostics.DMDDiagnosticsHook(G, dmd, None, **options)
+    plain_hook = dmd_patch.diagnostics.DMDDiagnosticsHook(G, base, None, **options)
+    for hook in (masked_hook, plain_hook):
+        hook.on_step_begin(0)
+    for name, value in G.state_dict().items():
+        assert torch.equal(value, G_state[name]), f"G.{name} changed while probing"
+    masked_report, plain_report = masked_hook.on_step_end(4), plain_hook.on_step_end(4)
+    assert masked_report.speed is None  # DMDHook reports the speed of a DMD run.
+    assert masked_report.gen_feat_mean == plain_report.gen_feat_mean
+    assert masked_report.gen_feat_var == plain_report.gen_feat_var

@@ -138,7 +138,7 @@ def test_orthogonal_initialization():
 
 
 def test_repeated_forward_keeps_graphs_valid():
-    # Each training forward stores a new u; graphs built before must still differentiate,
+    # Each training forward stores a new u, and graphs built before must still differentiate,
     # including a gradient penalty through torch.autograd.grad with create_graph.
     D = make_D(c_dim=0).train()
     img = torch.randn([2, 3, 32, 32], generator=seeded(8), requires_grad=True)
@@ -265,7 +265,7 @@ def test_generator_block_matches_numpy():
     randomize(block, 1)
     with torch.no_grad():
         for bn in (block.bn0, block.bn1):
-            bn.gain.weight.zero_()  # Plain batch norm; the CBN test covers gain and bias.
+            bn.gain.weight.zero_()  # Plain batch norm, because the CBN test covers gain and bias.
             bn.bias.weight.zero_()
     x = torch.randn([3, 4, 4, 4], generator=seeded(2))
     x64 = x.double().numpy()

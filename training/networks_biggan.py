@@ -9,10 +9,14 @@ projection (Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018).
 
 At 32x32 the layout is BigGAN's CIFAR-10 one: G has three up-blocks from a 4x4 start, D has
 four residual blocks (32 -> 16 -> 8 -> 8 -> 8), all 4 * ch channels wide.
+NOTE: other resolutions (powers of two >= 16) extend that layout at the same constant width.
+They are not BigGAN's published 64x64 and larger layouts, whose widths grow with depth.
 
 Running statistics: a training-mode forward normalizes with batch statistics and, unless
 G is called with update_emas=False, stores the batch-norm running averages and the
 spectral-norm vector u. An eval-mode forward uses the running averages and stores nothing.
+No helper re-estimates the running averages of an averaged generator (BigGAN's "standing
+statistics"): G_ema gets them from G like any other buffer.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ SN_EPS = 1e-6  # Floor of the norms in the power iteration and of the estimated 
 BN_EPS = 1e-5  # Added to the variance in every batch norm.
 BN_MOMENTUM = 0.1  # Weight of the newest batch in the running mean and variance.
 
-# Keywords that StyleGAN callers pass to G; a BigGAN generator accepts and ignores them.
+# Keywords that StyleGAN callers pass to G, which a BigGAN generator accepts and ignores.
 STYLEGAN_FORWARD_KWARGS = ("truncation_cutoff", "noise_mode", "force_fp32", "fused_modconv")
 
 # ----------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class SelfAttention(torch.nn.Module):
         super().__init__()
         if channels % 8 != 0:
             raise ValueError(
-                f"Invalid self-attention width {channels}: expected a multiple of 8; change ch"
+                f"Invalid self-attention width {channels}: expected a multiple of 8, so change ch"
             )
         self.channels = channels
         self.theta = SNConv2d(channels, channels // 8, 1, bias=False)
@@ -212,7 +216,7 @@ def reject_unknown_kwargs(owner: str, unknown: dict, valid: list[str]) -> None:
     """Raise TypeError naming the unknown keyword arguments of `owner` and the valid ones."""
     if unknown:
         raise TypeError(
-            f"{owner} got unknown keyword argument(s) {sorted(unknown)}; it accepts {valid}. "
+            f"{owner} got unknown keyword argument(s) {sorted(unknown)}. It accepts {valid}. "
             f"StyleGAN options such as num_fp16_res or conv_clamp do not apply to BigGAN."
         )
 
@@ -470,8 +474,8 @@ class Discriminator(torch.nn.Module):
         self,
         img: torch.Tensor,  # Images [N, img_channels, img_resolution, img_resolution].
         c: torch.Tensor,  # One-hot labels [N, c_dim].
-        update_emas: bool = False,  # Unused; every training-mode forward stores the SN u.
-        **block_kwargs: Any,  # Unused; accepted for a signature shared with StyleGAN's D.
+        update_emas: bool = False,  # Unused: every training-mode forward stores the SN vector u.
+        **block_kwargs: Any,  # Unused, accepted for a signature shared with StyleGAN's D.
     ) -> torch.Tensor:
         """Return logits [N, 1]."""
         del update_emas, block_kwargs
