@@ -35,7 +35,7 @@ import torch
 from dmd_patch.config import DMDConfig
 from dmd_patch.detector import RetardationDetector
 from dmd_patch.hook import unwrap_module
-from dmd_patch.networks import DMDDiscriminator, params_by_block
+from dmd_patch.networks import DMDMixin, params_by_block
 from torch_utils import training_stats
 
 PROBE_CHUNK = 16  # Images per G and D forward pass while probing, which bounds peak memory.
@@ -100,7 +100,7 @@ class DMDDiagnosticsHook:
         self.rank = rank or 0
         self.z, self.c = draw_latents(G, num_probe, seed)
         # Baseline runs measure the speed here; DMDHook reports it for a DMDDiscriminator.
-        self.detector = None if isinstance(module, DMDDiscriminator) else RetardationDetector()
+        self.detector = None if isinstance(module, DMDMixin) else RetardationDetector()
         self.interval_index: int | None = None  # Index of the latest boundary handled.
         # NOTE: both tensors stay on the device between boundaries: num_probe * (C*H*W + F)
         # floats, about 1.9 GB for 64 probes of 1024x1024 RGB images probed at 128x128.
@@ -135,7 +135,7 @@ class DMDDiagnosticsHook:
         if self.detector is not None and not self.detector.has_params:
             self.detector.store(params_by_block(self.module))
         if self.probe_img is None:
-            with torch.no_grad(), masks_off(self.module):
+            with torch.no_grad(), probing(self.module):
                 self.probe_img = self._generate()
                 self.prev_features = self._features(self.probe_img)
 
@@ -175,7 +175,7 @@ class DMDDiagnosticsHook:
 
     def _measure(self, cur_nimg: int) -> DiagnosticsReport:
         """Run the probes of one boundary: one G pass and one or two D passes."""
-        with torch.no_grad(), masks_off(self.module):
+        with torch.no_grad(), probing(self.module):
             img = self._generate()
             gen_features = self._features(img)
             if self.probe_img is None:
@@ -244,9 +244,25 @@ def probe_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def probing(D: torch.nn.Module):
+    """Run the enclosed probes of D in eval mode and without DMD masks, then restore both.
+
+    Eval mode keeps the probes from changing D's state, such as the power-iteration vectors
+    of spectral normalization in BigGAN's discriminator.
+    """
+    was_training = D.training
+    D.eval()
+    try:
+        with masks_off(D):
+            yield
+    finally:
+        D.train(was_training)
+
+
 def masks_off(D: torch.nn.Module) -> contextlib.AbstractContextManager:
     """Return a context without DMD masks for a DMDDiscriminator, a no-op context otherwise."""
-    if isinstance(D, DMDDiscriminator):
+    if isinstance(D, DMDMixin):
         return D.dmd_masks_off()
     return contextlib.nullcontext()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dmd_patch.networks import BoundaryReport, DMDDiscriminator
+from dmd_patch.networks import BoundaryReport, DMDMixin
 from torch_utils import training_stats
 
 
@@ -31,9 +31,10 @@ class DMDHook:
         G_ema: torch.nn.Module | None = None,  # Passed to every hook by the training loop; unused.
     ):
         module = unwrap_module(D)
-        if not isinstance(module, DMDDiscriminator):
+        if not isinstance(module, DMDMixin):
             raise TypeError(
-                f"DMDHook expects a dmd_patch.networks.DMDDiscriminator, got "
+                f"DMDHook expects a DMD discriminator (dmd_patch.networks.DMDDiscriminator or "
+                f"DMDBigGANDiscriminator), got "
                 f"{type(module).__name__}; build D with "
                 f"class_name='dmd_patch.networks.DMDDiscriminator' when --dmd=1"
             )
@@ -52,8 +53,8 @@ class DMDHook:
         self.rank = rank or 0
 
     @property
-    def module(self) -> DMDDiscriminator:
-        """The DMDDiscriminator, unwrapped."""
+    def module(self) -> DMDMixin:
+        """The DMD discriminator, unwrapped."""
         return unwrap_module(self.D)
 
     def on_step_begin(self, cur_nimg: int) -> None:

@@ -377,11 +377,6 @@ def test_biggan_state_round_trip_resumes():
     assert torch.equal(resumed.eval()(img, no_labels(2)), uninterrupted.eval()(img, no_labels(2)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="dmd_patch/hook.py accepts only DMDDiscriminator; it should check DMDMixin",
-)
 def test_biggan_driven_by_hook(monkeypatch):
     import dmd_patch.hook
 
@@ -399,11 +394,6 @@ def test_biggan_driven_by_hook(monkeypatch):
     assert any(report.change == "on" for report in boundaries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dmd_patch/diagnostics.py checks DMDDiscriminator, not DMDMixin, so it measures a "
-    "second speed and probes a DMD BigGAN D with its masks on",
-)
 def test_biggan_probed_by_diagnostics(monkeypatch):
     import dmd_patch.diagnostics
     from training.networks_biggan import Generator as BigGANGenerator
@@ -425,3 +415,26 @@ def test_biggan_probed_by_diagnostics(monkeypatch):
     assert masked_report.speed is None  # DMDHook reports the speed of a DMD run.
     assert masked_report.gen_feat_mean == plain_report.gen_feat_mean
     assert masked_report.gen_feat_var == plain_report.gen_feat_var
+
+
+def test_biggan_probes_leave_D_state_alone(monkeypatch):
+    import dmd_patch.diagnostics
+    from training.networks_biggan import Generator as BigGANGenerator
+
+    monkeypatch.setattr(dmd_patch.diagnostics.training_stats, "report", lambda name, value: None)
+    torch.manual_seed(4)
+    G = BigGANGenerator(z_dim=32, c_dim=0, w_dim=0, img_resolution=32, img_channels=3, ch=4)
+    G.train().requires_grad_(False)
+    _, dmd = make_biggan_pair({"policy": "always", "ratio": 0.5})
+    dmd.train()
+    D_state = {
+        name: value.clone() for name, value in dmd.state_dict().items() if torch.is_tensor(value)
+    }
+    options = dict(batch_size=4, interval_kimg=0.004, num_probe=4, seed=5, verbose=False)
+    hook = dmd_patch.diagnostics.DMDDiagnosticsHook(G, dmd, None, **options)
+    hook.on_step_begin(0)
+    hook.on_step_end(4)
+    assert dmd.training  # the probes restore training mode
+    for name, value in D_state.items():
+        # Spectral normalization's u vectors would move in a training-mode forward pass.
+        assert torch.equal(dmd.state_dict()[name], value), f"D.{name} changed while probing"
