@@ -417,8 +417,11 @@ BIGGAN_EMA_START = 1000  # ...starting after this many G steps (a plain copy bef
 def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
     """Networks, optimizers, hinge loss and G_ema schedule of --cfg=biggan."""
     common = dict(ch=opts.ch, attn_res=opts.attn_res)
+    # z splits into one chunk per up-block (4x4 to the output size) plus one: 32 numbers
+    # each, so 128 at 32x32 as in BigGAN's CIFAR models.
+    num_chunks = int(np.log2(c.training_set_kwargs.resolution)) - 1
     c.G_kwargs = dnnlib.EasyDict(
-        class_name="training.networks_biggan.Generator", z_dim=128, w_dim=0, **common
+        class_name="training.networks_biggan.Generator", z_dim=32 * num_chunks, w_dim=0, **common
     )
     c.D_kwargs = dnnlib.EasyDict(class_name="training.networks_biggan.Discriminator", **common)
     glr = opts.glr if opts.glr is not None else 2e-4

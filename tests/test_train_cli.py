@@ -219,9 +219,10 @@ def test_cli_rejects_unknown_augpipe(tmp_path, data_zip):
 
 def test_cli_biggan_recipe(tmp_path, data_zip):
     c, output = dry_run_options(tmp_path, data_zip, "--cfg=biggan", "--batch=10")
+    # 16x16 data: up-blocks to 8 and 16, so z has 2 + 1 chunks of 32 numbers.
     assert c["G_kwargs"] == {
         "class_name": "training.networks_biggan.Generator",
-        "z_dim": 128,
+        "z_dim": 96,
         "w_dim": 0,
         "ch": 64,
         "attn_res": 0,

@@ -487,10 +487,7 @@ def training_loop(
     if resume_pkl is not None:
         resume_data = resume_networks(resume_pkl, G, D, G_ema, rank)
     if rank == 0:
-        z = torch.empty([batch_gpu, G.z_dim], device=device)
-        c = torch.empty([batch_gpu, G.c_dim], device=device)
-        img = misc.print_module_summary(G, [z, c])
-        misc.print_module_summary(D, [img, c])
+        print_network_summaries(G, D, batch_gpu, device)
 
     augment_pipe, ada_stats = setup_augmentation(
         augment_kwargs, augment_p, ada_target, resume_data, resume_pkl, device, rank
@@ -574,6 +571,19 @@ def training_loop(
     ctx.reporter.close()
     if rank == 0:
         print("\nExiting...")
+
+
+def print_network_summaries(G, D, batch_gpu, device):
+    """Print G's and D's layer tables from one forward pass on zeros, then put back every
+    buffer that pass changed (batch-norm statistics, spectral-norm vectors, w_avg)."""
+    saved = [(t, t.detach().clone()) for module in (G, D) for t in module.buffers()]
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, G.c_dim], device=device)
+    img = misc.print_module_summary(G, [z, c])
+    misc.print_module_summary(D, [img, c])
+    with torch.no_grad():
+        for tensor, value in saved:
+            tensor.copy_(value)
 
 
 def setup_augmentation(
