@@ -441,6 +441,7 @@ def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
     c.ema_kimg = half_life_G_steps * images_per_G_step / 1000
     c.ema_start_kimg = BIGGAN_EMA_START * images_per_G_step / 1000
     c.ema_rampup = None
+    c.ema_average_buffers = True  # As BigGAN averages its whole state, batch-norm statistics too.
 
 
 def generator_kwargs(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:

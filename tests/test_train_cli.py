@@ -243,6 +243,7 @@ def test_cli_biggan_recipe(tmp_path, data_zip):
     assert per_image ** (4 * 10) == pytest.approx(0.9999, abs=1e-10)
     assert c["ema_start_kimg"] == 40
     assert c["ema_rampup"] is None
+    assert c["ema_average_buffers"] is True
     assert "augment_kwargs" not in c  # no augmentation unless --aug is given
     assert "00000-biggan-tiny-16x16-gpus1-batch10-nodmd" in output
 

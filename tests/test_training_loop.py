@@ -187,3 +187,17 @@ def test_G_ema_copies_G_before_start():
     beta = training_loop.update_G_ema(G, G_ema, 200_000, 50, 1386.2, None, ema_start_kimg=200)
     assert beta**4 == pytest.approx(0.9999, abs=1e-8)
     assert float(G_ema.weight.detach()) == pytest.approx(3.0 - 2.0 * beta, rel=1e-6)
+
+
+def test_G_ema_averages_float_buffers_on_request():
+    G = torch.nn.BatchNorm1d(1)
+    G_ema = torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        G.running_mean.fill_(4.0)
+        G_ema.running_mean.fill_(0.0)
+    G.num_batches_tracked.fill_(7)
+    beta = training_loop.update_G_ema(G, G_ema, 10_000, 10, 1.0, None, average_buffers=True)
+    assert float(G_ema.running_mean) == pytest.approx(4.0 * (1 - beta), rel=1e-4)  # float32
+    assert int(G_ema.num_batches_tracked) == 7  # integer buffers are copied
+    training_loop.update_G_ema(G, G_ema, 10_000, 10, 1.0, None)
+    assert float(G_ema.running_mean) == 4.0  # the default copies

@@ -256,12 +256,16 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg):
         phase.end_event.record(torch.cuda.current_stream(real_img[0].device))
 
 
-def update_G_ema(G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg=0):
+def update_G_ema(
+    G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg=0, average_buffers=False
+):
     """Exponential moving average of G's weights with a half-life of ema_kimg thousand images.
 
     With a ramp-up, the half-life is at most cur_nimg * ema_rampup, so early averages do not
     drag in the random initialization. Before ema_start_kimg, G_ema is a plain copy of G (the
-    BigGAN recipe's delayed start).
+    BigGAN recipe's delayed start). Buffers are copied from G, or with average_buffers their
+    floating-point ones are averaged like the weights (BigGAN's batch-norm statistics, which
+    must describe the averaged network's activations).
     """
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:
@@ -273,7 +277,10 @@ def update_G_ema(G, G_ema, cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start
         for p_ema, p in zip(G_ema.parameters(), G.parameters()):
             p_ema.copy_(p.lerp(p_ema, ema_beta))
         for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-            b_ema.copy_(b)
+            if average_buffers and b.is_floating_point():
+                b_ema.copy_(b.lerp(b_ema, ema_beta))
+            else:
+                b_ema.copy_(b)
     return ema_beta
 
 
@@ -421,6 +428,7 @@ def training_loop(
     ema_kimg: float = 10,  # Half-life of G_ema in thousands of images.
     ema_rampup: float | None = 0.05,  # Ramp-up of the half-life; None = no ramp-up.
     ema_start_kimg: float = 0,  # G_ema copies G until this many kimg, then averages.
+    ema_average_buffers: bool = False,  # Average G's float buffers too, instead of copying.
     num_D_steps: int = 1,  # Minibatches per G step; D trains on every one.
     augment_p: float = 0,  # Initial augmentation probability.
     ada_target: float | None = None,  # ADA target for the mean sign of D(real); None = fixed p.
@@ -551,7 +559,10 @@ def training_loop(
         run_step(phases, loss, batch, state, num_gpus)
         state.cur_nimg += batch_size
         state.batch_idx += 1
-        update_G_ema(G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg)
+        update_G_ema(
+            G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg,
+            ema_average_buffers,
+        )  # fmt: skip
         if ada_stats is not None and state.batch_idx % ada_interval == 0:
             adjust_augment_p(
                 augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
