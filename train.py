@@ -289,6 +289,9 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
             f"--dmd-interval={opts.dmd_interval:g} kimg is shorter than one minibatch "
             f"(--batch={opts.batch}); use at least {opts.batch / 1000:g} kimg"
         )
+    for name in ("p", "target"):
+        if not np.isfinite(opts[name]):
+            raise click.ClickException(f"--{name}={opts[name]} is not a number in [0, 1]")
     if opts.resume is not None and not os.path.isfile(opts.resume):
         raise click.ClickException(f"--resume={opts.resume}: file not found")
     from metrics import metric_main
@@ -343,8 +346,6 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
         c.ema_rampup = None  # A resumed G_ema is already a good average.
         if "blur_init_sigma" in c.loss_kwargs:
             c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
-        if c.get("ada_target") is not None:
-            c.ada_kimg = 100  # Let p settle quickly around the resumed value, as upstream.
 
     desc = f"{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}"
     if opts.cfg != "biggan":
@@ -501,6 +502,10 @@ def check_resume(c: dnnlib.EasyDict) -> None:
         dataset = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
         dims.c_dim, dims.img_channels = dataset.label_dim, dataset.num_channels
         dataset.close()
+        if c.get("ada_target") is not None and data.get("augment_pipe") is None:
+            # ADA starts again from p = 0, so let p find its level quickly, as upstream does
+            # on every resume. A snapshot with a pipe gives its p back, at the normal speed.
+            c.ada_kimg = 100
         for name, kwargs in [("G", c.G_kwargs), ("D", c.D_kwargs), ("G_ema", c.G_kwargs)]:
             if data.get(name) is None:
                 raise snapshot_lib.SnapshotError(f"{c.resume_pkl} contains no {name} network")
@@ -546,7 +551,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
 @click.option("--target",       help="Target value of the ADA overfitting heuristic", metavar="FLOAT", type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
 @click.option("--batch-gpu",    help="Images per forward pass on one GPU [default: batch/gpus]", metavar="INT", type=click.IntRange(min=1))
-@click.option("--cbase",        help="Channel base: channels at resolution r are min(cbase/r, cmax)", metavar="INT", type=click.IntRange(min=1), default=32768, show_default=True)
+@click.option("--cbase",        help="Channel base: channels at resolution r are min(cbase/r, cmax); stylegan3-r doubles cbase and cmax for G", metavar="INT", type=click.IntRange(min=1), default=32768, show_default=True)
 @click.option("--cmax",         help="Maximum number of channels per layer", metavar="INT",        type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--glr",          help="G learning rate  [default: 0.002 for stylegan2, 0.0025 for stylegan3, 2e-4 for biggan]", metavar="FLOAT", type=click.FloatRange(min=0))
 @click.option("--dlr",          help="D learning rate  [default: 0.002; 2e-4 for biggan]", metavar="FLOAT", type=click.FloatRange(min=0))

@@ -71,6 +71,8 @@ def base_args(outdir, data):
         (["--dmd=1", "--dmd-layers=a,b"], "--dmd-layers"),
         (["--gpus=2", "--batch=8"], "--gpus=2 with --device=cpu is not supported"),
         (["--dmd=1", "--dmd-interval=0.004"], "--dmd-interval=0.004 kimg is shorter than one"),
+        (["--target=nan"], "--target=nan is not a number in [0, 1]"),
+        (["--aug=fixed", "--p=nan"], "--p=nan is not a number in [0, 1]"),
     ],
 )
 def test_cli_rejects_invalid_options(tmp_path, data_zip, extra, expected):

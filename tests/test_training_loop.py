@@ -201,3 +201,14 @@ def test_G_ema_averages_float_buffers_on_request():
     assert int(G_ema.num_batches_tracked) == 7  # integer buffers are copied
     training_loop.update_G_ema(G, G_ema, 10_000, 10, 1.0, None)
     assert float(G_ema.running_mean) == 4.0  # the default copies
+
+
+def test_resume_restores_p_for_ada_only():
+    kwargs = dict(class_name="training.augment.AugmentPipe", xflip=1)
+    saved = {"augment_pipe": {"state_dict": {"p": torch.tensor(0.5)}}}
+    pipe, stats = training_loop.setup_augmentation(kwargs, 0.2, 0.6, saved, "snap.pkl", "cpu", 1)
+    assert float(pipe.p) == 0.5  # ADA continues from the saved p
+    assert stats is not None
+    pipe, stats = training_loop.setup_augmentation(kwargs, 0.2, None, saved, "snap.pkl", "cpu", 1)
+    assert float(pipe.p) == pytest.approx(0.2)  # a fixed p is the one asked for
+    assert stats is None

@@ -602,19 +602,20 @@ def setup_augmentation(
 ):
     """Build the augmentation pipe and, for ADA, the collector of D's signs on real images.
 
-    Returns (None, None) without augment_kwargs. A resumed snapshot's pipe state (its p)
-    replaces augment_p.
+    Returns (None, None) without augment_kwargs. With ADA, a resumed snapshot's pipe state
+    (its p) replaces augment_p.
     """
     if not augment_kwargs:
         return None, None
     pipe = dnnlib.util.construct_class_by_name(**augment_kwargs)
     pipe = pipe.train().requires_grad_(False).to(device)
     pipe.p.copy_(torch.as_tensor(float(augment_p)))
+    # ADA continues from the resumed p; a fixed p is the one asked for, whatever was saved.
     saved = (resume_data or {}).get("augment_pipe")
-    if saved is not None:
+    if saved is not None and ada_target is not None:
         snapshot_lib.load_state_checked(pipe, saved["state_dict"], source=resume_pkl)
         if rank == 0:
-            print(f"Augmentation probability restored from the snapshot: p = {float(pipe.p):.4f}")
+            print(f"Augmentation probability restored from the snapshot: p = {float(pipe.p):.6g}")
     ada_stats = ada_sign_collector() if ada_target is not None else None
     return pipe, ada_stats
 
