@@ -74,11 +74,11 @@ def set_input_transform(G, translate: tuple[float, float], rotate: float) -> Non
     to input ones, so it receives the inverse of make_transform(translate, rotate)."""
     if translate == (0, 0) and rotate == 0:
         return
-    net_input = getattr(G.synthesis, "input", None)
+    net_input = getattr(getattr(G, "synthesis", None), "input", None)
     if net_input is None or not hasattr(net_input, "transform"):
         raise click.ClickException(
             "--translate and --rotate need a StyleGAN3 network; this network has no "
-            "transformable input (StyleGAN2 starts from a learned constant)"
+            "transformable input (StyleGAN2 starts from a learned constant, BigGAN from z)"
         )
     matrix = np.linalg.inv(make_transform(translate, rotate))
     net_input.transform.copy_(torch.from_numpy(matrix).to(net_input.transform))
@@ -152,7 +152,10 @@ def main(
         print(f"Generating image for seed {seed} ({seed_idx + 1}/{len(seeds)}) ...")
         z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
         with torch.no_grad():
-            img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+            try:
+                img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+            except ValueError as err:  # e.g. --trunc on a network without truncation
+                raise click.ClickException(str(err)) from err
         save_image(img[0], os.path.join(outdir, f"seed{seed:04d}.png"))
 
 

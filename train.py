@@ -417,10 +417,18 @@ BIGGAN_EMA_START = 1000  # ...starting after this many G steps (a plain copy bef
 
 def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
     """Networks, optimizers, hinge loss and G_ema schedule of --cfg=biggan."""
+    resolution = c.training_set_kwargs.resolution
+    # Self-attention goes after a block: G's outputs are 8 .. resolution, D's resolution/2 .. 8.
+    attn_choices = [2**i for i in range(3, int(np.log2(resolution)))]
+    if opts.attn_res not in [0, *attn_choices]:
+        raise click.ClickException(
+            f"--attn-res={opts.attn_res} is not a block resolution of both BigGAN networks at "
+            f"{resolution}x{resolution}; use 0 (none) or one of {attn_choices}"
+        )
     common = dict(ch=opts.ch, attn_res=opts.attn_res)
     # z splits into one chunk per up-block (4x4 to the output size) plus one: 32 numbers
     # each, so 128 at 32x32 as in BigGAN's CIFAR models.
-    num_chunks = int(np.log2(c.training_set_kwargs.resolution)) - 1
+    num_chunks = int(np.log2(resolution)) - 1
     c.G_kwargs = dnnlib.EasyDict(
         class_name="training.networks_biggan.Generator", z_dim=32 * num_chunks, w_dim=0, **common
     )
@@ -609,7 +617,7 @@ def main(**kwargs):
     \b
     # BigGAN on CIFAR-10 (hinge loss, 4 D steps per G step), class-conditional, with DMD
     python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10.zip
-    python train.py --outdir=~/training-runs --cfg=biggan --data=~/datasets/cifar10.zip \
+    python train.py --outdir=~/training-runs --cfg=biggan --data=~/datasets/cifar10.zip \\
         --gpus=1 --batch=50 --cond=1 --dmd=1
     """
     opts = dnnlib.EasyDict(kwargs)

@@ -308,18 +308,24 @@ def biggan_images(n=2, seed=1):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_biggan_masks_every_8x8_block():
-    _, dmd = make_biggan_pair({"policy": "always", "ratio": 0.25, "layers": [8]})
+def test_biggan_masks_last_8x8_block_once():
+    base, dmd = make_biggan_pair({"policy": "always", "ratio": 0.25, "layers": [8]})
     calls = record_block_outputs(dmd)
-    dmd(biggan_images(), no_labels(2))
-    assert [res for res, _, _ in calls] == [16, 8, 8, 8]
+    img = biggan_images()
+    logits = dmd(img, no_labels(2))
+    # One call per resolution: after block 0 (16x16) and after block 3, the last 8x8 block.
+    assert [res for res, _, _ in calls] == [16, 8]
     keep = dmd.dmd_masker.patterns[8]
     assert int((~keep).sum()) == 16  # 0.25 * 8 * 8
-    for _res, x, out in calls[1:]:
-        zero = (out == 0).all(dim=(0, 1))
-        assert torch.equal(zero, ~keep)
-        assert torch.allclose(out[:, :, keep], x[:, :, keep] * (4.0 / 3.0), rtol=1e-6, atol=1e-6)
+    _res, x, out = calls[1]
+    assert torch.equal((out == 0).all(dim=(0, 1)), ~keep)
+    assert torch.allclose(out[:, :, keep], x[:, :, keep] * (4.0 / 3.0), rtol=1e-6, atol=1e-6)
     assert torch.equal(calls[0][1], calls[0][2])  # 16x16 is not listed, so it stays as it is.
+    # The kept features reach the head scaled by 4/3 once, not once per 8x8 block: the plain
+    # D with that single mask applied by hand gives the same logits.
+    scale = keep.to(torch.float32) * (4.0 / 3.0)
+    base.block_output = lambda out_res, x: x * scale if out_res == 8 else x
+    assert torch.allclose(logits, base(img, no_labels(2)), rtol=1e-5, atol=1e-5)
 
 
 def test_biggan_masks_only_listed_layer():

@@ -91,3 +91,23 @@ def test_translate_parse_errors(sg3r_pkl, tmp_path, value):
     result = CliRunner().invoke(gen_images.main, args)
     assert result.exit_code == 2
     assert "--translate" in result.output
+
+
+def test_biggan_network_rejects_trunc_and_translate(tmp_path):
+    from training.networks_biggan import Discriminator as BigGANDiscriminator
+    from training.networks_biggan import Generator as BigGANGenerator
+
+    G = BigGANGenerator(z_dim=96, c_dim=0, w_dim=0, img_resolution=RES, img_channels=1, ch=2)
+    D = BigGANDiscriminator(c_dim=0, img_resolution=RES, img_channels=1, ch=2)
+    pkl = str(tmp_path / "biggan.pkl")
+    snapshot_lib.save_network_snapshot(pkl, {"G": G, "D": D, "G_ema": G})
+    base = [f"--network={pkl}", "--seeds=0", f"--outdir={tmp_path / 'out'}", "--device=cpu"]
+    result = CliRunner().invoke(gen_images.main, [*base, "--trunc=0.7"])
+    assert result.exit_code == 1
+    assert "Invalid truncation_psi 0.7 for a BigGAN generator" in result.output
+    result = CliRunner().invoke(gen_images.main, [*base, "--translate=0.1,0"])
+    assert result.exit_code == 1
+    assert "--translate and --rotate need a StyleGAN3 network" in result.output
+    result = CliRunner().invoke(gen_images.main, base)
+    assert result.exit_code == 0, result.output
+    assert os.path.isfile(tmp_path / "out" / "seed0000.png")

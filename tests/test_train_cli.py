@@ -267,6 +267,8 @@ def test_cli_biggan_with_dmd_and_ada(tmp_path, data_zip):
         (["--cfg=biggan", "--cbase=64", "--cmax=8"], "--cbase, --cmax do not apply"),
         (["--cfg=stylegan2", "--ch=32"], "--ch does not apply to --cfg=stylegan2"),
         (["--cfg=stylegan3-t", "--attn-res=16"], "--attn-res does not apply"),
+        (["--cfg=biggan", "--attn-res=16"], "--attn-res=16 is not a block resolution"),
+        (["--cfg=biggan", "--attn-res=5"], "use 0 (none) or one of [8]"),
     ],
 )
 def test_cli_rejects_options_of_other_family(tmp_path, data_zip, extra, expected):

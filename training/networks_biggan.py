@@ -16,7 +16,7 @@ Running statistics: a training-mode forward normalizes with batch statistics and
 G is called with update_emas=False, stores the batch-norm running averages and the
 spectral-norm vector u. An eval-mode forward uses the running averages and stores nothing.
 No helper re-estimates the running averages of an averaged generator (BigGAN's "standing
-statistics"): G_ema gets them from G like any other buffer.
+statistics"): train.py's BigGAN recipe averages them into G_ema like the weights.
 """
 
 from __future__ import annotations
@@ -412,8 +412,9 @@ class Discriminator(torch.nn.Module):
     """BigGAN projection discriminator: residual blocks, ReLU, sum over space, a linear logit
     plus <embed(c), h> when conditional.
 
-    Subclasses can observe or change the features between blocks by overriding
-    block_output(), which forward() calls after every block, before any self-attention.
+    Subclasses can observe or change the features between resolutions by overriding
+    block_output(), which forward() calls once per resolution, after the last block with that
+    output resolution and before any self-attention.
     """
 
     def __init__(
@@ -464,9 +465,11 @@ class Discriminator(torch.nn.Module):
             self.embed = SNLinear(c_dim, channels, bias=False)  # One-hot c: an embedding.
 
     def block_output(self, out_res: int, x: torch.Tensor) -> torch.Tensor:
-        """Hook on the output [N, C, out_res, out_res] of every block, called in order for
-        out_res in block_out_resolutions (several calls at 8). Returns x unchanged;
-        subclasses may return a modified tensor of the same shape."""
+        """Hook on the features [N, C, out_res, out_res] that leave resolution out_res: the
+        output of the last block at that resolution (at 32x32: 16 after block 0, and 8 after
+        block 3). Returns x unchanged; subclasses may return a modified tensor of the same
+        shape. One call per resolution keeps a DMD mask and its 1/(1 - ratio) rescaling
+        from being applied again by the residual blocks that follow at the same size."""
         del out_res
         return x
 
@@ -483,9 +486,11 @@ class Discriminator(torch.nn.Module):
         misc.assert_shape(img, [None, self.img_channels, size, size])
         misc.assert_shape(c, [img.shape[0], self.c_dim])
         x = img
-        for index, out_res in enumerate(self.block_out_resolutions):
+        resolutions = self.block_out_resolutions
+        for index, out_res in enumerate(resolutions):
             x = getattr(self, f"block{index}")(x)
-            x = self.block_output(out_res, x)
+            if index + 1 == len(resolutions) or resolutions[index + 1] != out_res:
+                x = self.block_output(out_res, x)
             if index == self.attn_index:
                 x = self.attn(x)
         h = F.relu(x).sum(dim=[2, 3])  # [N, C]
