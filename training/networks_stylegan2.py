@@ -703,7 +703,14 @@ class SynthesisNetwork(torch.nn.Module):
 
 
 class Generator(torch.nn.Module):
-    """StyleGAN2 generator: a MappingNetwork (z, c -> ws) followed by a SynthesisNetwork."""
+    """StyleGAN2 generator: a MappingNetwork (z, c -> ws) followed by a SynthesisNetwork.
+
+    Subclasses with other mapping or synthesis networks (StyleGAN3) set the two class
+    attributes below.
+    """
+
+    mapping_class: type = MappingNetwork
+    synthesis_class: type = SynthesisNetwork
 
     def __init__(
         self,
@@ -732,14 +739,14 @@ class Generator(torch.nn.Module):
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(
+        self.synthesis = self.synthesis_class(
             w_dim=w_dim,
             img_resolution=img_resolution,
             img_channels=img_channels,
             **synthesis_kwargs,
         )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
+        self.mapping = self.mapping_class(
             z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs
         )
 
@@ -749,8 +756,8 @@ class Generator(torch.nn.Module):
         c: torch.Tensor,  # [N, c_dim].
         truncation_psi: float = 1,  # Interpolation from w_avg (0) to w (1).
         truncation_cutoff: int | None = None,  # Truncate only the first ws; None = all.
-        update_emas: bool = False,  # Update w_avg from this batch.
-        **synthesis_kwargs: Any,  # noise_mode, force_fp32, fused_modconv.
+        update_emas: bool = False,  # Update w_avg (and StyleGAN3's magnitude_ema) from this batch.
+        **synthesis_kwargs: Any,  # noise_mode, force_fp32, fused_modconv (StyleGAN3: no noise).
     ) -> torch.Tensor:
         """Return images [N, img_channels, img_resolution, img_resolution], about [-1, 1]."""
         ws = self.mapping(

@@ -28,7 +28,6 @@ from training import networks_stylegan2
 from training.networks_stylegan2 import (
     NOISE_MODES,
     FullyConnectedLayer,
-    record_init_kwargs,
     select_dtype,
 )
 
@@ -558,62 +557,13 @@ class SynthesisNetwork(torch.nn.Module):
         )
 
 
-class Generator(torch.nn.Module):
-    """StyleGAN3 generator: a MappingNetwork (z, c -> ws) followed by a SynthesisNetwork."""
+class Generator(networks_stylegan2.Generator):
+    """StyleGAN3 generator: a MappingNetwork (z, c -> ws) followed by a SynthesisNetwork.
 
-    def __init__(
-        self,
-        z_dim: int,  # Input latent (z) dimensionality; 0 = none, then c_dim must be > 0.
-        c_dim: int,  # Conditioning label (c) dimensionality; 0 = unconditional.
-        w_dim: int,  # Intermediate latent (w) dimensionality.
-        img_resolution: int,  # Output resolution, a power of two >= 4.
-        img_channels: int,  # Number of output image channels.
-        mapping_kwargs: dict | None = None,  # Extra arguments of MappingNetwork; None = {}.
-        **synthesis_kwargs: Any,  # Extra arguments of SynthesisNetwork and its layers.
-    ):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        record_init_kwargs(
-            self,
-            z_dim=z_dim,
-            c_dim=c_dim,
-            w_dim=w_dim,
-            img_resolution=img_resolution,
-            img_channels=img_channels,
-            mapping_kwargs=mapping_kwargs,
-            **synthesis_kwargs,
-        )
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(
-            w_dim=w_dim,
-            img_resolution=img_resolution,
-            img_channels=img_channels,
-            **synthesis_kwargs,
-        )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs
-        )
+    Construction, truncation and forward() are those of the StyleGAN2 generator; only the two
+    networks differ. Synthesis keywords go to SynthesisNetwork and its layers, and forward()
+    ignores noise_mode because StyleGAN3 has no per-pixel noise.
+    """
 
-    def forward(
-        self,
-        z: torch.Tensor,  # [N, z_dim].
-        c: torch.Tensor,  # [N, c_dim].
-        truncation_psi: float = 1,  # Interpolation from w_avg (0) to w (1).
-        truncation_cutoff: int | None = None,  # Truncate only the first ws; None = all.
-        update_emas: bool = False,  # Update w_avg and every layer's magnitude_ema.
-        **synthesis_kwargs: Any,  # noise_mode (ignored), force_fp32.
-    ) -> torch.Tensor:
-        """Return images [N, img_channels, img_resolution, img_resolution], about [-1, 1]."""
-        ws = self.mapping(
-            z,
-            c,
-            truncation_psi=truncation_psi,
-            truncation_cutoff=truncation_cutoff,
-            update_emas=update_emas,
-        )
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
