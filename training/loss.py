@@ -26,6 +26,25 @@ PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 class Loss:
     """Interface the training loop calls once per phase and minibatch round."""
 
+    def __init__(
+        self,
+        device: torch.device,
+        G: torch.nn.Module,
+        D: torch.nn.Module,
+        augment_pipe: torch.nn.Module
+        | None = None,  # Applied to every D input; None = no augmentation.
+    ):
+        self.device = device
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+
+    def augment(self, img: torch.Tensor) -> torch.Tensor:
+        """Return img [N, C, H, W] through the augmentation pipe, or unchanged without one."""
+        if self.augment_pipe is None:
+            return img
+        return self.augment_pipe(img)
+
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         raise NotImplementedError()
 
@@ -47,10 +66,7 @@ class StyleGAN2Loss(Loss):
         blur_init_sigma: float = 0.0,  # Blur of D's inputs at the start of training. 0 = off.
         blur_fade_kimg: float = 0.0,  # The blur fades linearly to 0 over this many kimg.
     ):
-        self.device = device
-        self.G = G
-        self.D = D
-        self.augment_pipe = augment_pipe
+        super().__init__(device, G, D, augment_pipe)
         self.r1_gamma = float(r1_gamma)
         self.style_mixing_prob = float(style_mixing_prob)
         self.pl_weight = float(pl_weight)
@@ -96,9 +112,7 @@ class StyleGAN2Loss(Loss):
     ):
         """Return D's logits [N, 1] for images [N, C, H, W], blurred and then augmented when
         those are on."""
-        img = blur_images(img, blur_sigma)
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
+        img = self.augment(blur_images(img, blur_sigma))
         return self.D(img, c, update_emas=update_emas)
 
     # ------------------------------------------------------------------------
@@ -214,28 +228,13 @@ class BigGANLoss(Loss):
     Gboth and Dboth run Gmain and Dmain.
     """
 
-    def __init__(
-        self,
-        device: torch.device,
-        G: torch.nn.Module,
-        D: torch.nn.Module,
-        augment_pipe: torch.nn.Module
-        | None = None,  # Applied to every D input; None = no augmentation.
-    ):
-        self.device = device
-        self.G = G
-        self.D = D
-        self.augment_pipe = augment_pipe
-
     def run_G(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Map z [N, z_dim] and c [N, c_dim] to images [N, C, H, W]."""
         return self.G(z, c)
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Return D's logits [N, 1] for images [N, C, H, W], augmented when a pipe is set."""
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        return self.D(img, c)
+        return self.D(self.augment(img), c)
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         """Run one phase on one minibatch round and call backward() on its loss times `gain`."""
