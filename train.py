@@ -106,10 +106,10 @@ def describe_augmentation(c: dnnlib.EasyDict) -> str:
         return "off"
     names = sorted(k for k, v in c.augment_kwargs.items() if k != "class_name" and v)
     if c.get("ada_target") is not None:
-        how = f"adaptive p, target {c.ada_target:g}"
+        mode = f"adaptive p, target {c.ada_target:g}"
     else:
-        how = f"fixed p = {c.get('augment_p', 0):g}"
-    return f"{how}; {', '.join(names)}"
+        mode = f"fixed p = {c.get('augment_p', 0):g}"
+    return f"{mode}; {', '.join(names)}"
 
 
 def describe_dmd(c: dnnlib.EasyDict) -> str:
@@ -251,12 +251,12 @@ def check_config_options(opts: dnnlib.EasyDict) -> None:
     require --gamma for the StyleGAN configurations."""
     is_biggan = opts.cfg == "biggan"
     unused = STYLEGAN_ONLY_OPTIONS if is_biggan else BIGGAN_ONLY_OPTIONS
-    given = [flag(name) for name in unused if name in opts.explicit]
-    if given:
+    unused_flags = [flag(name) for name in unused if name in opts.explicit]
+    if unused_flags:
         family = "BigGAN" if is_biggan else "StyleGAN"
-        verb, pronoun = ("does", "it") if len(given) == 1 else ("do", "them")
+        verb, pronoun = ("does", "it") if len(unused_flags) == 1 else ("do", "them")
         raise click.ClickException(
-            f"{', '.join(given)} {verb} not apply to --cfg={opts.cfg}: the {family} "
+            f"{', '.join(unused_flags)} {verb} not apply to --cfg={opts.cfg}: the {family} "
             f"configuration has no such setting. Remove {pronoun}."
         )
     if not is_biggan and opts.gamma is None:
@@ -425,6 +425,7 @@ def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
             f"--attn-res={opts.attn_res} is not a block resolution of both BigGAN networks at "
             f"{resolution}x{resolution}; use 0 (none) or one of {attn_choices}"
         )
+
     common = dict(ch=opts.ch, attn_res=opts.attn_res)
     # z splits into one chunk per up-block (4x4 to the output size) plus one: 32 numbers
     # each, so 128 at 32x32 as in BigGAN's CIFAR models.
@@ -433,6 +434,7 @@ def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
         class_name="training.networks_biggan.Generator", z_dim=32 * num_chunks, w_dim=0, **common
     )
     c.D_kwargs = dnnlib.EasyDict(class_name="training.networks_biggan.Discriminator", **common)
+
     glr = opts.glr if opts.glr is not None else 2e-4
     dlr = opts.dlr if opts.dlr is not None else 2e-4
     c.G_opt_kwargs = dnnlib.EasyDict(
@@ -444,6 +446,7 @@ def add_biggan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
     c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.BigGANLoss")
     c.G_reg_interval = None  # No regularization: plain optimizer settings for both.
     c.D_reg_interval = None
+
     c.num_D_steps = BIGGAN_D_STEPS
     images_per_G_step = BIGGAN_D_STEPS * opts.batch
     half_life_G_steps = np.log(0.5) / np.log(BIGGAN_EMA_DECAY)  # about 6931

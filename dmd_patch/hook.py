@@ -54,7 +54,7 @@ class DMDHook:
 
     @property
     def module(self) -> DMDMixin:
-        """The DMD discriminator, unwrapped."""
+        """Return the DMD discriminator, unwrapped."""
         return unwrap_module(self.D)
 
     def on_step_begin(self, cur_nimg: int) -> None:

@@ -26,7 +26,7 @@ def write_snapshot(path, G):
 
 @pytest.fixture(scope="module")
 def sg3r_pkl(tmp_path_factory):
-    # -R is equivariant to rotations and translations; output_scale 5 spreads the outputs over
+    # -R is equivariant to rotations and translations. output_scale 5 spreads the outputs over
     # many 8-bit levels, so the PNG comparisons below can tell a right shift from a wrong one.
     torch.manual_seed(0)
     G = Generator3(

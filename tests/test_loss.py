@@ -138,8 +138,8 @@ def test_blur_kernel_width_and_small_sigmas():
     assert taps.shape == (61,)
     x = np.arange(-30, 31)
     std = np.sqrt((taps * x**2).sum())
-    # The kernel 2^-(x/sigma)^2 is a Gaussian of standard deviation sigma / sqrt(2 ln 2);
-    # cutting it at 3 sigma (3.5 of its standard deviations) trims about 0.2% of that.
+    # The kernel 2^-(x/sigma)^2 is a Gaussian of standard deviation sigma / sqrt(2 ln 2).
+    # Cutting it at 3 sigma (3.5 of its standard deviations) trims about 0.2% of that.
     np.testing.assert_allclose(std, 10 / np.sqrt(2 * np.log(2)), rtol=5e-3)
 
 
@@ -159,7 +159,8 @@ def test_run_d_blurs_before_augmenting():
     img[0, 0, 4, 4] = 1
     loss.run_D(img, torch.zeros(1, 0), blur_sigma=1.0)
     assert len(seen) == 1
-    assert seen[0][0, 0, 4, 4] < 1 and seen[0][0, 0, 4, 5] > 0  # the pipe saw the blurred image
+    assert seen[0][0, 0, 4, 4] < 1  # the pipe received the blurred image
+    assert seen[0][0, 0, 4, 5] > 0
     np.testing.assert_allclose(float(seen[0].sum()), 1.0, rtol=1e-6)
 
 

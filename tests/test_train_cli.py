@@ -150,11 +150,15 @@ def test_cli_stylegan3_presets(tmp_path, data_zip):
     assert c["G_kwargs"]["mapping_kwargs"] == {"num_layers": 2}
     assert (c["G_kwargs"]["channel_base"], c["G_kwargs"]["channel_max"]) == (256, 16)
     assert c["G_kwargs"]["magnitude_ema_beta"] == 0.5 ** (16 / 20000)
-    assert "conv_kernel" not in c["G_kwargs"] and "use_radial_filters" not in c["G_kwargs"]
-    assert c["G_opt_kwargs"]["lr"] == 0.0025 and c["D_opt_kwargs"]["lr"] == 0.002
-    assert c["G_reg_interval"] is None and c["D_reg_interval"] == 16
+    assert "conv_kernel" not in c["G_kwargs"]
+    assert "use_radial_filters" not in c["G_kwargs"]
+    assert c["G_opt_kwargs"]["lr"] == 0.0025
+    assert c["D_opt_kwargs"]["lr"] == 0.002
+    assert c["G_reg_interval"] is None
+    assert c["D_reg_interval"] == 16
     loss = c["loss_kwargs"]
-    assert loss.get("pl_weight", 0) == 0 and loss.get("style_mixing_prob", 0) == 0
+    assert loss.get("pl_weight", 0) == 0
+    assert loss.get("style_mixing_prob", 0) == 0
     assert loss.get("blur_init_sigma", 0) == 0
     assert c["D_kwargs"]["class_name"] == "training.networks_stylegan2.Discriminator"
 
@@ -164,7 +168,8 @@ def test_cli_stylegan3_r_presets(tmp_path, data_zip):
     G = c["G_kwargs"]
     assert (G["channel_base"], G["channel_max"]) == (512, 32)  # doubled for G only
     assert (c["D_kwargs"]["channel_base"], c["D_kwargs"]["channel_max"]) == (256, 16)
-    assert G["conv_kernel"] == 1 and G["use_radial_filters"] is True
+    assert G["conv_kernel"] == 1
+    assert G["use_radial_filters"] is True
     assert c["loss_kwargs"]["blur_init_sigma"] == 10
     assert c["loss_kwargs"]["blur_fade_kimg"] == 16 * 200 / 32
 
@@ -173,8 +178,10 @@ def test_cli_stylegan2_presets_unchanged(tmp_path, data_zip):
     c, _ = dry_run_options(tmp_path, data_zip)
     assert c["G_kwargs"]["class_name"] == "training.networks_stylegan2.Generator"
     assert c["G_kwargs"]["mapping_kwargs"] == {"num_layers": 8, "w_avg_beta": 0.995}
-    assert c["G_opt_kwargs"]["lr"] == 0.002 and c["G_reg_interval"] == 4
-    assert c["loss_kwargs"]["pl_weight"] == 2 and c["loss_kwargs"]["style_mixing_prob"] == 0.9
+    assert c["G_opt_kwargs"]["lr"] == 0.002
+    assert c["G_reg_interval"] == 4
+    assert c["loss_kwargs"]["pl_weight"] == 2
+    assert c["loss_kwargs"]["style_mixing_prob"] == 0.9
 
 
 def test_cli_explicit_glr_and_map_depth_win(tmp_path, data_zip):
@@ -190,29 +197,34 @@ def test_cli_ada_is_the_default_with_bgc(tmp_path, data_zip):
     assert c["augment_kwargs"] == dict(
         {k: 1 for k in bgc}, class_name="training.augment.AugmentPipe"
     )
-    assert c["ada_target"] == 0.6 and "augment_p" not in c
+    assert c["ada_target"] == 0.6
+    assert "augment_p" not in c
     assert "Augmentation:        adaptive p, target 0.6" in output
 
 
 def test_cli_fixed_and_no_augmentation(tmp_path, data_zip):
     c, output = dry_run_options(tmp_path, data_zip, "--aug=fixed", "--p=0.3", "--augpipe=blit")
-    assert c["augment_p"] == 0.3 and "ada_target" not in c
+    assert c["augment_p"] == 0.3
+    assert "ada_target" not in c
     assert c["augment_kwargs"] == {
         "class_name": "training.augment.AugmentPipe",
         "xflip": 1,
         "rotate90": 1,
         "xint": 1,
     }
-    assert "fixed p = 0.3" in output and "-blit-" in output
+    assert "fixed p = 0.3" in output
+    assert "-blit-" in output
     c, output = dry_run_options(tmp_path, data_zip, "--aug=noaug", "--target=0.8")
-    assert "augment_kwargs" not in c and "ada_target" not in c
+    assert "augment_kwargs" not in c
+    assert "ada_target" not in c
     assert "Augmentation:        off" in output
 
 
 def test_cli_rejects_unknown_augpipe(tmp_path, data_zip):
     result = invoke(base_args(tmp_path / "runs", data_zip) + ["--augpipe=bgcx"])
     assert result.exit_code == 2
-    assert "--augpipe" in result.output and "bgcfnc" in result.output
+    assert "--augpipe" in result.output
+    assert "bgcfnc" in result.output
 
 
 # ----------------------------------------------------------------------------
@@ -238,7 +250,8 @@ def test_cli_biggan_recipe(tmp_path, data_zip):
     for key in ("G_opt_kwargs", "D_opt_kwargs"):
         assert c[key]["lr"] == 2e-4
         assert c[key]["betas"] == [0.0, 0.999]
-    assert c["G_reg_interval"] is None and c["D_reg_interval"] is None
+    assert c["G_reg_interval"] is None
+    assert c["D_reg_interval"] is None
     assert c["num_D_steps"] == 4
     # Decay 0.9999 per G step of 4 minibatches of 10 images, after 1000 G steps (40 kimg).
     per_image = 0.5 ** (1 / (c["ema_kimg"] * 1000))
@@ -254,7 +267,8 @@ def test_cli_biggan_with_dmd_and_ada(tmp_path, data_zip):
     args = ["--cfg=biggan", "--dmd=1", "--aug=ada", "--ch=8", "--attn-res=8", "--dlr=1e-4"]
     c, _ = dry_run_options(tmp_path, data_zip, *args)
     assert c["D_kwargs"]["class_name"] == "dmd_patch.networks.DMDBigGANDiscriminator"
-    assert c["D_kwargs"]["ch"] == 8 and c["D_kwargs"]["attn_res"] == 8
+    assert c["D_kwargs"]["ch"] == 8
+    assert c["D_kwargs"]["attn_res"] == 8
     assert c["D_opt_kwargs"]["lr"] == 1e-4
     assert c["ada_target"] == 0.6
 

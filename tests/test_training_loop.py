@@ -92,7 +92,7 @@ def run_ada_steps(pipe, signs_per_step, batch_size=8, interval=4, ada_kimg=0.5, 
     return history
 
 
-def test_ada_p_rises_when_D_overfits_and_falls_back_to_zero():
+def test_ada_p_rises_then_falls_to_zero():
     pipe = PipeWithP(0.0)
     step = 8 * 4 / (0.5 * 1000)  # batch * interval / (ada_kimg * 1000) = 0.064
     # Mean sign 0.8 > target 0.6: D is confident on reals, so p must rise by `step` each time.

@@ -1,7 +1,7 @@
 """Adaptive discriminator augmentation (ADA) of Karras et al., "Training Generative Adversarial
 Networks with Limited Data" (NeurIPS 2020).
 
-Every image that D sees, real or generated, goes through `AugmentPipe`. Each transform is
+Every input image of D, real or generated, goes through `AugmentPipe`. Each transform is
 applied to each image independently with probability p times its strength, and `ada_adjust`
 moves p so that the mean sign of D's outputs on real images stays near a target. The stages
 run in a fixed order: pixel blitting and general geometric transforms, color transforms, image

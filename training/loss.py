@@ -1,7 +1,7 @@
 """The StyleGAN2 training objective: non-saturating logistic loss, lazy R1 on real images and
 path-length regularization (Karras et al., "Analyzing and Improving the Image Quality of
 StyleGAN", CVPR 2020). StyleGAN3 trains with the same loss, without path-length
-regularization and style mixing, and for -R with a blur of every image D sees that fades out
+regularization and style mixing, and for -R with a blur of every input image of D that fades out
 early in training (Karras et al., "Alias-Free Generative Adversarial Networks", NeurIPS 2021).
 
 BigGANLoss is the hinge loss that BigGAN trains with (Brock et al., "Large Scale GAN Training

@@ -451,7 +451,7 @@ def training_loop(
     calls hook.on_step_begin(cur_nimg) before every minibatch, hook.on_step_end(cur_nimg) after
     it and hook.status_fields() for the tick line.
 
-    With augment_kwargs, every image D sees goes through the augmentation pipe with
+    With augment_kwargs, every input image of D goes through the augmentation pipe with
     probability p, which starts at augment_p (or at the resumed snapshot's p) and, when
     ada_target is set, is adjusted every ada_interval minibatches toward the point where the
     mean sign of D's outputs on real images equals ada_target (Karras et al., "Training
@@ -626,8 +626,8 @@ def ada_sign_collector() -> training_stats.Collector:
 
 
 def adjust_augment_p(augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg):
-    """One ADA step: move p by batch_size * ada_interval / (ada_kimg * 1000) toward making
-    the mean sign of D(real) since the last step equal ada_target."""
+    """Take one ADA step: move p by batch_size * ada_interval / (ada_kimg * 1000) toward
+    making the mean sign of D(real) since the last step equal ada_target."""
     from training.augment import ada_adjust
 
     ada_stats.update()

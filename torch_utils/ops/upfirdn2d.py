@@ -256,7 +256,7 @@ def _prefer_matmul(x, f) -> bool:
     limit of 128 samples per tap keeps a margin. Per output sample the matrix work grows with
     the input size while the convolution's stays fixed, so larger inputs stay on conv2d.
     NOTE: inputs above 1024 samples, which the limit allows for 12 or more taps, are untimed.
-    Other devices keep conv2d because nobody has timed the matmul path there yet."""
+    Other devices keep conv2d because the matmul path has not been timed there yet."""
     if x.device.type != "cpu":
         return False
     fw, fh = _get_filter_size(f)
@@ -277,8 +277,8 @@ def _separable_factors(f, gain):
         return None
     # A rank-1 filter is the outer product of the column and the row through its largest
     # tap. The tolerance allows rounding at the precision of f.dtype, so a float32 outer
-    # product from setup_filter() passes, and upfirdn2d() promotes f to float64 for float64
-    # images, where the float32 rounding of taps such as outer([1, 2, 5, 3]) / 121 would show.
+    # product from setup_filter() passes. For float64 images, upfirdn2d() promotes f to
+    # float64, where the float32 rounding of taps such as outer([1, 2, 5, 3]) / 121 shows.
     i, j = divmod(int(f.abs().argmax()), f.shape[1])
     fy = f[:, j]
     fx = f[i, :] / f[i, j]
