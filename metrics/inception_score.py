@@ -59,9 +59,9 @@ def compute_is(
 ) -> tuple[dict, dict]:
     """Compute the Inception Score of `num_gen` generated images from the Inception network's
     class probabilities. Return dict(mean, std) and a record of the counts. IS reads no real
-    images, so num_real is 0 and cache_file is None. Ranks other than 0 return NaN values."""
+    images, so num_real and cache_file are None. Ranks other than 0 return NaN values."""
     gen = metric_utils.compute_generated_stats(opts, "all", num_gen, feature="inception_probs")
-    info = dict(num_real=0, num_gen=gen.num_items, cache_file=None)
+    info = dict(num_real=None, num_gen=gen.num_items, cache_file=None)
     if opts.rank != 0:
         return dict(mean=float("nan"), std=float("nan")), info
     mean, std = inception_score(gen.get_all(), num_splits)

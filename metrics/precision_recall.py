@@ -49,11 +49,11 @@ def precision_recall(
 
     total_rows = 2 * (len(real) + len(gen))
     monitor = metric_utils.ProgressMonitor("Precision/recall distances", total_rows, progress)
-    pass_rows = _RowPass(row_batch_size, num_gpus, rank, monitor, device)
-    real_radii = pass_rows.map(len(real), _radii_fn(real, nhood_size, col_batch_size))
-    gen_radii = pass_rows.map(len(gen), _radii_fn(gen, nhood_size, col_batch_size))
-    gen_inside = pass_rows.map(len(gen), _inside_fn(gen, real, real_radii, col_batch_size))
-    real_inside = pass_rows.map(len(real), _inside_fn(real, gen, gen_radii, col_batch_size))
+    row_pass = _RowPass(row_batch_size, num_gpus, rank, monitor, device)
+    real_radii = row_pass.map(len(real), _radii_fn(real, nhood_size, col_batch_size))
+    gen_radii = row_pass.map(len(gen), _radii_fn(gen, nhood_size, col_batch_size))
+    gen_inside = row_pass.map(len(gen), _inside_fn(gen, real, real_radii, col_batch_size))
+    real_inside = row_pass.map(len(real), _inside_fn(real, gen, gen_radii, col_batch_size))
     return float(gen_inside.double().mean()), float(real_inside.double().mean())
 
 
@@ -140,9 +140,9 @@ def _inside_fn(
 
 
 class _RowPass:
-    """Evaluates row functions over all rows in batches of `row_batch_size`. Each rank computes
-    a consecutive share of every batch, and all_gather joins the shares in rank order, so
-    every rank returns the values of all rows. Every rank makes the same collective calls."""
+    """Evaluator of row functions over all rows, in batches of `row_batch_size`. Each rank
+    computes a consecutive share of every batch, and all_gather joins the shares in rank order,
+    so every rank gets the values of all rows. Every rank makes the same collective calls."""
 
     def __init__(self, row_batch_size, num_gpus, rank, monitor, device):
         if num_gpus < 1 or not 0 <= rank < num_gpus:

