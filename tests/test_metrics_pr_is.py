@@ -137,6 +137,13 @@ def test_pr_far_apart_sets_are_zero():
     assert precision_recall(real, gen + 1000) == (0.0, 0.0)
 
 
+def test_pr_progress_counts_distance_rows(capsys):
+    # Radii of both sets, then both membership passes: 2 * (5 + 4) rows.
+    precision_recall(LINE_REAL[:5], LINE_GEN, nhood_size=1, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("Precision/recall distances: 18/18 images")
+
+
 def test_pr_rejects_bad_inputs():
     features = np.zeros([5, 3])
     with pytest.raises(ValueError, match="more than 3 generated images, got 3"):
