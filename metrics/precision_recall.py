@@ -10,10 +10,6 @@ import torch
 
 from metrics import metric_utils
 
-# pr50k3_full compares with at most this many real images, because the distance computation
-# grows with the square of the image count.
-FULL_MAX_REAL = 200_000
-
 
 def precision_recall(
     real_features: np.ndarray,
