@@ -190,7 +190,8 @@ class SynthesisInput(torch.nn.Module):
     pixel is 1 / img_resolution. The `transform` buffer (3x3, homogeneous, identity by
     default) maps output coordinates to input coordinates: the output at point p is the
     untransformed signal at transform @ p. To move the image content by a translation and
-    rotation M, set transform to inverse(M)."""
+    rotation M, set transform to inverse(M). The buffer may also be replaced by one of shape
+    [N, 3, 3], one matrix per sample of a batch of N, as the equivariance metrics do."""
 
     def __init__(
         self,
@@ -246,7 +247,8 @@ class SynthesisInput(torch.nn.Module):
         return x.permute(0, 3, 1, 2).contiguous()
 
     def _learned_transform(self, w: torch.Tensor) -> torch.Tensor:
-        """Return [N, 3, 3]: rotation @ translation from w, applied after `transform`."""
+        """Return [N, 3, 3]: rotation @ translation from w, applied after `transform` ([3, 3]
+        shared by all samples or [N, 3, 3] per sample)."""
         t = self.affine(w)  # [N, 4]: cos, sin, tx, ty, up to a common scale.
         t = t / t[:, :2].norm(dim=1, keepdim=True)
         eye = torch.eye(3, device=w.device).unsqueeze(0).repeat([w.shape[0], 1, 1])
@@ -258,7 +260,15 @@ class SynthesisInput(torch.nn.Module):
         translation = eye.clone()
         translation[:, 0, 2] = -t[:, 2]
         translation[:, 1, 2] = -t[:, 3]
-        return rotation @ translation @ self.transform.unsqueeze(0)
+        transform = self.transform
+        if transform.ndim == 2:
+            transform = transform.unsqueeze(0)
+        elif transform.shape[0] != w.shape[0]:
+            raise ValueError(
+                f"SynthesisInput transform has shape {list(transform.shape)}, but the batch has "
+                f"{w.shape[0]} samples: expected [3, 3] or [{w.shape[0]}, 3, 3]"
+            )
+        return rotation @ translation @ transform
 
     def _transform_frequencies(self, transforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewrite sin(2 pi (f . (A p + b) + phase)) as sin(2 pi (f' . p + phase')): return
