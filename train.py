@@ -297,10 +297,21 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
     from metrics import metric_main
 
     for metric in opts.metrics:
-        if not metric_main.is_valid_metric(metric):
+        spec = metric_main.parse_metric(metric)
+        if spec is None:
             raise click.ClickException(
                 f"--metrics: unknown metric {metric!r}; valid metrics are "
-                f"{', '.join(metric_main.list_valid_metrics())}, or 'none'"
+                f"{metric_main.describe_valid_metrics()}, or 'none'"
+            )
+        if spec.generator == "stylegan3" and not opts.cfg.startswith("stylegan3"):
+            raise click.ClickException(
+                f"--metrics={metric}: equivariance metrics need a StyleGAN3 generator; use "
+                f"--cfg=stylegan3-t or stylegan3-r, or drop {metric}"
+            )
+        if spec.generator == "stylegan" and opts.cfg == "biggan":
+            raise click.ClickException(
+                f"--metrics={metric}: perceptual path length needs a StyleGAN generator "
+                f"(mapping and synthesis networks); BigGAN has none"
             )
 
 
@@ -320,7 +331,9 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.batch_size = opts.batch
     c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
     c.metrics = opts.metrics
-    c.metric_kwargs = dnnlib.EasyDict(detector_path=opts.detector, progress=True)
+    c.metric_kwargs = dnnlib.EasyDict(
+        detector_path=opts.detector, vgg16_path=opts.vgg16, progress=True
+    )
     c.total_kimg = opts.kimg
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
@@ -527,15 +540,16 @@ def check_resume(c: dnnlib.EasyDict) -> None:
 
 
 def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
-    """Find the Inception network now, so a missing file fails before any training."""
+    """Find the metrics' feature networks now, so a missing file fails before any training."""
     if not opts.metrics:
         return
-    from metrics import detector
+    from metrics import metric_main
 
     try:
-        opts.detector = detector.resolve_inception_detector(opts.detector)
-    except (FileNotFoundError, OSError, ValueError) as err:
+        networks = metric_main.resolve_feature_networks(opts.metrics, opts.detector, opts.vgg16)
+    except (OSError, ValueError) as err:
         raise click.ClickException(f"--metrics={','.join(opts.metrics)}: {err}") from err
+    opts.detector, opts.vgg16 = networks.detector_path, networks.vgg16_path
 
 
 # ----------------------------------------------------------------------------
@@ -588,7 +602,8 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 # Misc settings.
 @click.option("--desc",         help="String to include in the run directory name", metavar="STR", type=str)
 @click.option("--metrics",      help="Quality metrics, comma-separated, or 'none'", metavar="[NAME|A,B,C|none]", type=parse_comma_list, default="fid50k_full", show_default=True)
-@click.option("--detector",     help="Inception network for FID/KID: path or URL  [default: search]", metavar="PATH|URL", type=str)
+@click.option("--detector",     help="Inception network for FID/KID/IS: path or URL  [default: search]", metavar="PATH|URL", type=str)
+@click.option("--vgg16",        help="VGG16 network for precision/recall and PPL: path or URL  [default: search]", metavar="PATH|URL", type=str)
 @click.option("--kimg",         help="Training duration, in thousands of real images", metavar="KIMG", type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
 @click.option("--tick",         help="How often to print progress, in kimg", metavar="KIMG",       type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
 @click.option("--snap",         help="How often to save snapshots and images, in ticks", metavar="TICKS", type=click.IntRange(min=1), default=50, show_default=True)

@@ -263,7 +263,7 @@ def _prepare_generator(opts: metric_utils.MetricOptions) -> torch.nn.Module:
         )
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     if G.c_dim > 0:
-        metric_utils._check_labels(G, opts.dataset, opts.dataset_kwargs)
+        metric_utils.check_labels(G, opts.dataset, opts.dataset_kwargs)
     return G
 
 

@@ -1,21 +1,33 @@
 """Metric names, evaluation of a metric by name, and the metric-<name>.jsonl records.
 
-Names have the form <kind><count>[_full]: kind is fid or kid, count is the number of generated
-images (100, 500, 1k, 2k, 5k, 10k or 50k). With _full the real statistics cover the whole
-dataset; without it they cover the first <count> real images, as in upstream's fid50k.
-fid50k_full and kid50k_full are the standard ones; the smaller counts are for quick CPU runs
-and give values that are comparable only at equal counts.
+Names follow upstream StyleGAN2-ADA/StyleGAN3, with <count> the number of generated images:
+100, 500, 1k, 2k, 5k, 10k or 50k. The 50k names are the standard ones; the smaller counts are
+for quick CPU runs and give values that are comparable only at equal counts.
+
+- fid<count>_full, kid<count>_full: Frechet and Kernel Inception Distance against every real
+  image. Without _full (fid50k, kid2k) the real statistics cover the first <count> images.
+- pr<count>3_full, pr<count>3: precision and recall with k = 3 nearest neighbours in VGG16
+  feature space, against up to 200,000 real images (_full) or the first <count>. Results
+  <name>_precision and <name>_recall.
+- is<count>: Inception Score over 10 splits; results <name>_mean and <name>_std.
+- ppl_zfull, ppl_wfull, ppl_zend, ppl_wend, ppl2_wend: perceptual path length over 50,000
+  pairs in Z or W, at random points ("full") or at path ends ("end"); the ppl_ variants crop
+  the image center, ppl2_wend does not. A suffix _<count> (ppl2_wend_2k) takes fewer pairs.
+- eqt<count>_int, eqt<count>_frac, eqr<count>: equivariance of a StyleGAN3 generator to
+  integer and fractional translation and to rotation, as PSNR in dB.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import time
+from typing import Callable
 
 import dnnlib
-from metrics import frechet_inception_distance, kernel_inception_distance, metric_utils
+from metrics import metric_utils
 
 METRIC_COUNTS = {
     "100": 100,
@@ -26,65 +38,244 @@ METRIC_COUNTS = {
     "10k": 10000,
     "50k": 50000,
 }
-METRIC_FUNCS = {
-    "fid": frechet_inception_distance.compute_fid,
-    "kid": kernel_inception_distance.compute_kid,
+_COUNT = "(?P<count>" + "|".join(METRIC_COUNTS) + ")"
+PR_MAX_REAL_FULL = 200_000  # Real images of pr*_full: bounds the N^2 distance computation.
+PPL_SAMPLES = 50_000  # Pairs of the ppl names without a count suffix.
+PPL_VARIANTS = {  # name: (space, sampling, crop)
+    "ppl_zfull": ("z", "full", True),
+    "ppl_wfull": ("w", "full", True),
+    "ppl_zend": ("z", "end", True),
+    "ppl_wend": ("w", "end", True),
+    "ppl2_wend": ("w", "end", False),
 }
-_NAME_PATTERN = re.compile(r"^(?P<kind>[a-z]+)(?P<count>\d+k?)(?P<full>_full)?$")
+EQ_KINDS = {"eqt_int": "eqt{count}_int", "eqt_frac": "eqt{count}_frac", "eqr": "eqr{count}"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A parsed metric name: what it computes and what it needs."""
+
+    name: str
+    compute: Callable  # (opts) -> (value or dict of values, info dict)
+    networks: tuple[str, ...]  # Feature networks: "inception", "inception_classifier", "vgg16".
+    generator: str = "any"  # "any", "stylegan" (mapping + synthesis) or "stylegan3".
+
+
+def parse_metric(name: str) -> MetricSpec | None:
+    """Return the MetricSpec of a valid metric name, else None."""
+    if not isinstance(name, str):
+        return None
+    for parser in _PARSERS:
+        spec = parser(name)
+        if spec is not None:
+            return spec
+    return None
+
+
+def _parse_fid_kid(name: str) -> MetricSpec | None:
+    match = re.fullmatch(f"(?P<kind>fid|kid){_COUNT}(?P<full>_full)?", name)
+    if match is None:
+        return None
+    num_gen = METRIC_COUNTS[match["count"]]
+    max_real = None if match["full"] else num_gen
+    func = dict(
+        fid="frechet_inception_distance.compute_fid", kid="kernel_inception_distance.compute_kid"
+    )[match["kind"]]
+    return MetricSpec(name, _bind(func, num_gen, max_real=max_real), ("inception",))
+
+
+def _parse_pr(name: str) -> MetricSpec | None:
+    match = re.fullmatch(f"pr{_COUNT}3(?P<full>_full)?", name)
+    if match is None:
+        return None
+    num_gen = METRIC_COUNTS[match["count"]]
+    max_real = PR_MAX_REAL_FULL if match["full"] else num_gen
+    compute = _bind("precision_recall.compute_pr", num_gen, max_real=max_real, nhood_size=3)
+    return MetricSpec(name, compute, ("vgg16",))
+
+
+def _parse_is(name: str) -> MetricSpec | None:
+    match = re.fullmatch(f"is{_COUNT}", name)
+    if match is None:
+        return None
+    compute = _bind("inception_score.compute_is", METRIC_COUNTS[match["count"]], num_splits=10)
+    return MetricSpec(name, compute, ("inception_classifier",))
+
+
+def _parse_ppl(name: str) -> MetricSpec | None:
+    match = re.fullmatch(f"(?P<variant>{'|'.join(PPL_VARIANTS)})(_{_COUNT})?", name)
+    if match is None:
+        return None
+    space, sampling, crop = PPL_VARIANTS[match["variant"]]
+    num = METRIC_COUNTS[match["count"]] if match["count"] else PPL_SAMPLES
+    compute = _bind(
+        "perceptual_path_length.compute_ppl", num, epsilon=1e-4, space=space, sampling=sampling,
+        crop=crop,
+    )  # fmt: skip
+    return MetricSpec(name, compute, ("vgg16",), generator="stylegan")
+
+
+def _parse_eq(name: str) -> MetricSpec | None:
+    for kind, pattern in EQ_KINDS.items():
+        match = re.fullmatch(pattern.format(count=_COUNT), name)
+        if match is not None:
+            compute = _bind(
+                "equivariance.compute_equivariance", METRIC_COUNTS[match["count"]], kind
+            )
+            return MetricSpec(name, compute, (), generator="stylegan3")
+    return None
+
+
+def _bind(func_name: str, *args, **kwargs) -> Callable:
+    """metrics.<func_name>(opts, *args, **kwargs) as a function of opts alone. The module is
+    imported on the first call, so parsing a name imports no metric code."""
+
+    def compute(opts):
+        func = dnnlib.util.get_obj_by_name(f"metrics.{func_name}")
+        return func(opts, *args, **kwargs)
+
+    return compute
+
+
+_PARSERS = (_parse_fid_kid, _parse_pr, _parse_is, _parse_ppl, _parse_eq)
 
 
 def list_valid_metrics() -> list[str]:
-    return [
-        f"{kind}{count}{suffix}"
-        for kind in METRIC_FUNCS
-        for suffix in ("_full", "")
-        for count in METRIC_COUNTS
-    ]
+    """Every valid metric name."""
+    names = []
+    for count in METRIC_COUNTS:
+        names += [f"fid{count}_full", f"fid{count}", f"kid{count}_full", f"kid{count}"]
+        names += [f"pr{count}3_full", f"pr{count}3", f"is{count}"]
+        names += [pattern.format(count=count) for pattern in EQ_KINDS.values()]
+    for variant in PPL_VARIANTS:
+        names += [variant] + [f"{variant}_{count}" for count in METRIC_COUNTS]
+    return names
+
+
+def describe_valid_metrics() -> str:
+    """The valid names in one sentence, for error messages."""
+    counts = ", ".join(METRIC_COUNTS)
+    return (
+        f"fid<count>_full, fid<count>, kid<count>_full, kid<count>, pr<count>3_full, "
+        f"pr<count>3, is<count>, eqt<count>_int, eqt<count>_frac, eqr<count> with <count> one of "
+        f"{counts} (fid50k_full is the standard FID); {', '.join(PPL_VARIANTS)}, optionally "
+        f"followed by _<count>"
+    )
 
 
 def is_valid_metric(metric: str) -> bool:
-    return _parse_metric(metric) is not None
+    return parse_metric(metric) is not None
 
 
-def _parse_metric(metric: str) -> tuple[str, int, int | None] | None:
-    """Return (kind, number of generated images, max real images or None for all) for a
-    valid name, else None."""
-    match = _NAME_PATTERN.match(metric) if isinstance(metric, str) else None
-    if match is None or match["kind"] not in METRIC_FUNCS or match["count"] not in METRIC_COUNTS:
-        return None
-    num_gen = METRIC_COUNTS[match["count"]]
-    return match["kind"], num_gen, None if match["full"] else num_gen
+# ----------------------------------------------------------------------------
+# Checks at start-up.
+
+
+def check_generator(metric: str, G) -> None:
+    """Raise ValueError when `metric` cannot be computed for generator G."""
+    spec = _require_spec(metric)
+    if spec.generator == "stylegan" and not all(hasattr(G, a) for a in ("mapping", "synthesis")):
+        raise ValueError(
+            f"Metric {metric} needs a StyleGAN generator (separate mapping and synthesis "
+            f"networks); {type(G).__name__} has none."
+        )
+    if spec.generator == "stylegan3":
+        transform = getattr(
+            getattr(getattr(G, "synthesis", None), "input", None), "transform", None
+        )
+        if transform is None:
+            raise ValueError(
+                f"Metric {metric} needs a StyleGAN3 generator (one whose input can be translated "
+                f"and rotated); {type(G).__name__} is not one."
+            )
+
+
+def resolve_feature_networks(
+    metrics: list[str], detector: str | None = None, vgg16: str | None = None
+) -> dnnlib.EasyDict:
+    """Find every feature network the metrics need, so a missing file fails before any work.
+
+    Returns EasyDict(detector_path, vgg16_path): the files found, or the arguments as given
+    where no metric needs that network. Raises FileNotFoundError or ValueError naming the file
+    to provide and where to put it.
+    """
+    from metrics import detector as detector_lib
+
+    needs = {network for metric in metrics for network in _require_spec(metric).networks}
+    paths = dnnlib.EasyDict(detector_path=detector, vgg16_path=vgg16)
+    need_classifier = "inception_classifier" in needs
+    if need_classifier or "inception" in needs:
+        paths.detector_path = detector_lib.resolve_inception_detector(
+            detector, need_classifier=need_classifier
+        )
+    if need_classifier:
+        network = detector_lib.load_feature_network(paths.detector_path, "cpu")
+        if not network.has_classifier:
+            names = [m for m in metrics if "inception_classifier" in _require_spec(m).networks]
+            raise ValueError(
+                f"{', '.join(names)} need the Inception network with its classifier head, "
+                f"{detector_lib.NVIDIA_INCEPTION.file_name} ({detector_lib.NVIDIA_INCEPTION.url}), "
+                f"but {paths.detector_path} has none. Pass that file with --detector; it serves "
+                f"FID and KID too."
+            )
+    if "vgg16" in needs:
+        paths.vgg16_path = detector_lib.resolve_vgg16_detector(vgg16)
+    return paths
+
+
+def _require_spec(metric: str) -> MetricSpec:
+    spec = parse_metric(metric)
+    if spec is None:
+        raise ValueError(f"Unknown metric {metric!r}. Valid metrics: {describe_valid_metrics()}.")
+    return spec
+
+
+# ----------------------------------------------------------------------------
+# Evaluation and records.
 
 
 def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     """Evaluate one metric by name; kwargs are MetricOptions arguments (G, dataset_kwargs,
-    num_gpus, rank, device, progress, cache, detector_path, batch_size, ...).
+    num_gpus, rank, device, progress, cache, detector_path, vgg16_path, batch_size, ...).
 
-    Returns EasyDict(results={metric: value}, metric, total_time, total_time_str, num_gpus,
-    num_real, num_gen, dataset_path, fingerprint, resolution, mirror, detector_sha256, device,
-    cache_file). Ranks other than 0 get NaN values.
+    Returns EasyDict(results, metric, total_time, total_time_str, num_gpus, num_real, num_gen,
+    cache_file, detector, detector_sha256, dataset_path, fingerprint, resolution, mirror,
+    device). results maps <metric> to its value, or <metric>_<part> to each part of a metric
+    with several values (precision and recall, mean and std). Ranks other than 0 get NaN values.
     """
-    parsed = _parse_metric(metric)
-    if parsed is None:
-        raise ValueError(
-            f"Unknown metric {metric!r}. Valid metrics: {', '.join(list_valid_metrics())}."
-        )
-    kind, num_gen, max_real = parsed
+    spec = _require_spec(metric)
     opts = metric_utils.MetricOptions(**kwargs)
+    if opts.G is not None:
+        check_generator(metric, opts.G)
 
     start_time = time.time()
-    value, info = METRIC_FUNCS[kind](opts, num_gen, max_real=max_real)
+    value, info = spec.compute(opts)
     total_time = time.time() - start_time
 
+    if isinstance(value, dict):
+        results = {f"{metric}_{part}": part_value for part, part_value in value.items()}
+    else:
+        results = {metric: value}
+    record = dict(num_real=None, num_gen=None, cache_file=None)
+    record.update(info)
+    record.update(metric_utils.detector_info(_network_used(spec, opts)))
     return dnnlib.EasyDict(
-        results=dnnlib.EasyDict({metric: value}),
+        results=dnnlib.EasyDict(results),
         metric=metric,
         total_time=total_time,
         total_time_str=dnnlib.util.format_time(total_time),
         num_gpus=opts.num_gpus,
-        **info,
+        **record,
         **opts.describe(),
     )
+
+
+def _network_used(spec: MetricSpec, opts: metric_utils.MetricOptions):
+    if "vgg16" in spec.networks:
+        return opts.load_vgg16()
+    if spec.networks:
+        return opts.load_detector(need_classifier="inception_classifier" in spec.networks)
+    return None
 
 
 def report_metric(
@@ -92,12 +283,15 @@ def report_metric(
 ) -> None:
     """Print a result as one JSON line and append it to <run_dir>/metric-<metric>.jsonl.
 
-    The line contains the result fields, the snapshot's file name and a Unix timestamp. The file is
-    rewritten atomically with the new line at the end, so a crash never leaves half a line.
+    The line holds the result fields, the snapshot's file name (snapshot_pkl, relative to the
+    run directory as upstream writes it) and absolute path (snapshot_path), and a Unix
+    timestamp. The file is rewritten atomically with the new line at the end, so a crash
+    never leaves half a line.
     """
     record = dict(result_dict)
     record["results"] = dict(result_dict["results"])
     record["snapshot_pkl"] = os.path.basename(snapshot_pkl) if snapshot_pkl else None
+    record["snapshot_path"] = os.path.abspath(snapshot_pkl) if snapshot_pkl else None
     record["timestamp"] = time.time()
     line = json.dumps(record)
     print(line)

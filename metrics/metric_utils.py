@@ -38,7 +38,8 @@ class MetricOptions:
         device: torch.device | str | None = None,  # None = cuda if available, else cpu.
         progress: bool = False,  # Print progress lines with counts, rate and time left (rank 0).
         cache: bool = True,  # Read and write real-data statistics in <cache>/gan-metrics.
-        detector_path: str | None = None,  # Feature network path or URL; None = default search.
+        detector_path: str | None = None,  # Inception network path or URL; None = default search.
+        vgg16_path: str | None = None,  # VGG16 network path or URL; None = default search.
         batch_size: int = 64,  # Images per batch and process, for G and the feature network.
         num_workers: int = 2,  # DataLoader processes reading real images; 0 = read in-process.
         seed: int = 0,  # Seed of the latents and labels of generated images and of KID subsets.
@@ -61,7 +62,9 @@ class MetricOptions:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.detector_path = detector_lib.resolve_inception_detector(detector_path)
+        self._detector_arg = detector_path
+        self._vgg16_arg = vgg16_path
+        self._resolved: dict[Any, str] = {}  # Feature network paths found so far.
         self._dataset = None
 
     @property
@@ -71,23 +74,61 @@ class MetricOptions:
             self._dataset = dnnlib.util.construct_class_by_name(**self.dataset_kwargs)
         return self._dataset
 
-    @property
-    def detector_sha256(self) -> str:
-        return detector_lib.file_sha256(self.detector_path)
+    def load_detector(self, need_classifier: bool = False) -> detector_lib.FeatureNetwork:
+        """The Inception network, found on first use (see resolve_inception_detector)."""
+        key = ("inception", need_classifier)
+        if key not in self._resolved:
+            self._resolved[key] = detector_lib.resolve_inception_detector(
+                self._detector_arg, need_classifier=need_classifier
+            )
+        return detector_lib.load_feature_network(self._resolved[key], self.device)
 
-    def load_detector(self) -> torch.jit.ScriptModule:
-        return detector_lib.load_feature_detector(self.detector_path, self.device)
+    def load_vgg16(self) -> detector_lib.FeatureNetwork:
+        """The VGG16 network, found on first use (see resolve_vgg16_detector)."""
+        if "vgg16" not in self._resolved:
+            self._resolved["vgg16"] = detector_lib.resolve_vgg16_detector(self._vgg16_arg)
+        return detector_lib.load_feature_network(self._resolved["vgg16"], self.device)
+
+    def load_feature_network(self, feature: str) -> detector_lib.FeatureNetwork:
+        """The network that computes `feature` (one of FEATURES)."""
+        if feature not in FEATURES:
+            raise ValueError(f"Invalid feature {feature!r}, expected one of {FEATURES}.")
+        if feature == "vgg16":
+            return self.load_vgg16()
+        return self.load_detector(need_classifier=feature == "inception_probs")
 
     def describe(self) -> dict[str, Any]:
-        """Fields that identify the data, detector and device of a result."""
+        """Fields that identify the data and device of a result."""
         return dict(
             dataset_path=self.dataset_kwargs.get("path"),
             fingerprint=self.dataset.content_fingerprint(),
             resolution=self.dataset.resolution,
             mirror=bool(self.dataset_kwargs.get("xflip", False)),
-            detector_sha256=self.detector_sha256,
             device=str(self.device),
         )
+
+
+def detector_info(network: detector_lib.FeatureNetwork | None) -> dict[str, Any]:
+    """Record fields naming the feature network a result used (None for none)."""
+    if network is None:
+        return dict(detector=None, detector_sha256=None)
+    return dict(detector=os.path.basename(network.path), detector_sha256=network.sha256)
+
+
+# Features a metric can ask for: Inception pool features (FID, KID), Inception class
+# probabilities (IS) and VGG16 fc7 features (precision/recall).
+FEATURES = ("inception", "inception_probs", "vgg16")
+
+
+def compute_network_features(
+    network: detector_lib.FeatureNetwork, feature: str, images: torch.Tensor
+) -> torch.Tensor:
+    """Run `network` on uint8 images [N, C, H, W] for `feature` and return [N, D] float32."""
+    if feature == "inception":
+        return network.inception_features(images)
+    if feature == "inception_probs":
+        return network.inception_probabilities(images)
+    return network.vgg16_features(images)
 
 
 # ----------------------------------------------------------------------------
@@ -267,9 +308,12 @@ def _broadcast_flag(flag: bool, opts: MetricOptions) -> bool:
 # Real images.
 
 
-def real_stats_cache_file(opts: MetricOptions, kind: str, num_items: int) -> str:
+def real_stats_cache_file(
+    opts: MetricOptions, kind: str, num_items: int, network: detector_lib.FeatureNetwork,
+    feature: str = "inception",
+) -> str:  # fmt: skip
     """Return the cache path of real-data statistics, keyed on the data's content and every
-    setting that changes the features."""
+    setting that changes the features, including the feature network's file hash."""
     dataset = opts.dataset
     fields = dict(
         dataset_class=opts.dataset_kwargs.get("class_name"),
@@ -279,32 +323,37 @@ def real_stats_cache_file(opts: MetricOptions, kind: str, num_items: int) -> str
         random_seed=opts.dataset_kwargs.get("random_seed", 0),
         xflip=bool(opts.dataset_kwargs.get("xflip", False)),
         resolution=dataset.resolution,
-        detector_sha256=opts.detector_sha256,
+        detector_sha256=network.sha256,
+        feature=feature,
         kind=kind,
         pipeline=FEATURE_PIPELINE_VERSION,
     )
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     name = re.sub(r"[^0-9A-Za-z_.-]", "_", str(dataset.name)) or "dataset"
-    return dnnlib.make_cache_dir_path("gan-metrics", f"{name}-{kind}-{key[:32]}.npz")
+    prefix = name if feature == "inception" else f"{name}-{feature}"
+    return dnnlib.make_cache_dir_path("gan-metrics", f"{prefix}-{kind}-{key[:32]}.npz")
 
 
 def compute_real_stats(
-    opts: MetricOptions, kind: str, max_items: int | None = None
+    opts: MetricOptions, kind: str, max_items: int | None = None, feature: str = "inception"
 ) -> tuple[FeatureStats, str | None]:
-    """Return features of the real images (the first `max_items`, None = all) and the cache
-    file used (None when caching is off). A cached file is read instead of computing."""
+    """Return `feature` features (one of FEATURES) of the real images (the first `max_items`,
+    None = all) and the cache file used (None when caching is off). A cached file is read
+    instead of computing."""
     num_items = len(opts.dataset) if max_items is None else min(len(opts.dataset), max_items)
     if num_items < 1:
         raise ValueError(f"Dataset {opts.dataset_kwargs.get('path')!r} has no images.")
-    cache_file = real_stats_cache_file(opts, kind, num_items) if opts.cache else None
+    network = opts.load_feature_network(feature)
+    cache_file = None
+    if opts.cache:
+        cache_file = real_stats_cache_file(opts, kind, num_items, network, feature)
     if cache_file is not None and _broadcast_flag(os.path.isfile(cache_file), opts):
         return FeatureStats.load(cache_file), cache_file
 
     stats = FeatureStats(kind, max_items=num_items)
-    detector = opts.load_detector()
     monitor = ProgressMonitor("Real images", num_items, opts.progress)
     for images in _iterate_real_images(opts, num_items):
-        features = detector_lib.compute_features(detector, images.to(opts.device))
+        features = compute_network_features(network, feature, images.to(opts.device))
         stats.append(gather_features(features, opts.num_gpus).cpu().numpy())
         monitor.update(stats.num_items)
 
@@ -349,7 +398,7 @@ def sample_latents(
     return z, c
 
 
-def _check_labels(G: torch.nn.Module, dataset: Any, dataset_kwargs: dict) -> None:
+def check_labels(G: torch.nn.Module, dataset: Any, dataset_kwargs: dict) -> None:
     if G.c_dim > 0 and list(dataset.label_shape) != [G.c_dim]:
         raise ValueError(
             f"The generator is conditional with c_dim={G.c_dim}, but dataset "
@@ -364,13 +413,16 @@ def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor) -> tor
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-def compute_generated_stats(opts: MetricOptions, kind: str, num_gen: int) -> FeatureStats:
-    """Return features of `num_gen` images from opts.G, split across the ranks."""
+def compute_generated_stats(
+    opts: MetricOptions, kind: str, num_gen: int, feature: str = "inception"
+) -> FeatureStats:
+    """Return `feature` features (one of FEATURES) of `num_gen` images from opts.G, split
+    across the ranks."""
     if opts.G is None:
         raise ValueError("This metric needs a generator: pass G to calc_metric().")
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    _check_labels(G, opts.dataset, opts.dataset_kwargs)
-    detector = opts.load_detector()
+    check_labels(G, opts.dataset, opts.dataset_kwargs)
+    network = opts.load_feature_network(feature)
     stats = FeatureStats(kind, max_items=num_gen)
     monitor = ProgressMonitor("Generated images", num_gen, opts.progress)
     indices = shard_indices(num_gen, opts.num_gpus, opts.rank)
@@ -381,7 +433,7 @@ def compute_generated_stats(opts: MetricOptions, kind: str, num_gen: int) -> Fea
             images = generate_images(
                 G, torch.from_numpy(z).to(opts.device), torch.from_numpy(c).to(opts.device)
             )
-        features = detector_lib.compute_features(detector, images)
+        features = compute_network_features(network, feature, images)
         stats.append(gather_features(features, opts.num_gpus).cpu().numpy())
         monitor.update(stats.num_items)
     return stats

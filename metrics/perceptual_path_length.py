@@ -266,7 +266,7 @@ def prepare_generator(opts: metric_utils.MetricOptions) -> torch.nn.Module:
         )
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     if G.c_dim > 0:
-        metric_utils._check_labels(G, opts.dataset, opts.dataset_kwargs)
+        metric_utils.check_labels(G, opts.dataset, opts.dataset_kwargs)
     return G
 
 
@@ -323,16 +323,20 @@ def compute_ppl(
     space: str,
     sampling: str,
     crop: bool,
-    batch_size: int = 2,
+    batch_size: int | None = None,
 ) -> tuple[float, dict]:
     """Return the perceptual path length of opts.G over `num_samples` samples, plus a record of
     the count. Ranks other than 0 return NaN as the value.
 
     space is 'z' or 'w', sampling is 'full' or 'end', and crop selects the face crop. The
     standard variants use num_samples 50,000 and epsilon 1e-4. batch_size is the number of
-    pairs per batch, 2 by default as in NVIDIA's code, which limits memory at 1024x1024. A
-    smaller opts.batch_size lowers it further.
+    pairs per batch. None takes half of opts.batch_size (at least 1) for images up to 256x256,
+    and 2 above that, as NVIDIA's code does to limit memory at 1024x1024. A smaller
+    opts.batch_size lowers it further.
     """
+    if batch_size is None:
+        resolution = getattr(opts.G, "img_resolution", 256)
+        batch_size = max(1, opts.batch_size // 2) if resolution <= 256 else 2
     distances = compute_path_distances(
         opts, num_samples, epsilon, space, sampling, crop, batch_size
     )

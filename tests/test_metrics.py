@@ -321,10 +321,28 @@ def test_metric_names():
     assert "fid100_full" in names
     assert "fid50k" in names
     assert "kid500" in names
+    upstream = ["pr50k3_full", "pr50k3", "is50k", "ppl_zfull", "ppl_wfull", "ppl_zend"]
+    upstream += ["ppl_wend", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k"]
+    small = ["fid2k_full", "kid2k_full", "pr1k3_full", "is2k", "ppl2_wend_2k", "eqt1k_int"]
+    small += ["eqr500"]
+    for name in upstream + small:
+        assert name in names, name
+    assert len(names) == len(set(names))
     for name in names:
         assert metric_main.is_valid_metric(name)
-    for name in ["fid3k_full", "fid50000_full", "pr50k3_full", "", "FID50k_full"]:
+    bad = ["fid3k_full", "fid50000_full", "pr50k_full", "pr50k4", "is50k_full", "ppl_zfull2k"]
+    bad += ["ppl3_wend", "eqt50k", "eqr50k_int", "", "FID50k_full", None]
+    for name in bad:
         assert not metric_main.is_valid_metric(name), name
+
+
+def test_metric_specs_give_counts_and_needs():
+    pr = metric_main.parse_metric("pr50k3_full")
+    assert pr.networks == ("vgg16",)
+    assert metric_main.parse_metric("is50k").networks == ("inception_classifier",)
+    assert metric_main.parse_metric("eqr50k").generator == "stylegan3"
+    assert metric_main.parse_metric("ppl2_wend").generator == "stylegan"
+    assert metric_main.parse_metric("fid2k").networks == ("inception",)
 
 
 def test_calc_metric_rejects_unknown_name(detector_path):
@@ -409,13 +427,13 @@ def test_fid_warns_when_images_below_features(tmp_path, detector_path):
 class CountingDetectorCalls:
     def __init__(self, monkeypatch):
         self.images = 0
-        original = detector_lib.compute_features
+        original = metric_utils.compute_network_features
 
-        def counting(detector, images):
+        def counting(network, feature, images):
             self.images += len(images)
-            return original(detector, images)
+            return original(network, feature, images)
 
-        monkeypatch.setattr(detector_lib, "compute_features", counting)
+        monkeypatch.setattr(metric_utils, "compute_network_features", counting)
 
 
 def test_real_stats_cache_reused_until_data_changes(tmp_path, detector_path, monkeypatch):
@@ -444,19 +462,24 @@ def test_real_stats_cache_reused_until_data_changes(tmp_path, detector_path, mon
 def test_cache_key_depends_on_settings(tmp_path, detector_path):
     dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", random_images(seed=13, num=3))
     opts = metric_utils.MetricOptions(**metric_kwargs(dataset_kwargs, detector_path, None))
-    base = metric_utils.real_stats_cache_file(opts, "mean_cov", 3)
-    assert metric_utils.real_stats_cache_file(opts, "all", 3) != base
-    assert metric_utils.real_stats_cache_file(opts, "mean_cov", 2) != base
+    network = opts.load_detector()
+
+    def key(options, kind="mean_cov", num=3, net=network, feature="inception"):
+        return metric_utils.real_stats_cache_file(options, kind, num, net, feature)
+
+    base = key(opts)
+    assert key(opts, kind="all") != base
+    assert key(opts, num=2) != base
+    assert key(opts, feature="vgg16") != base
     flipped = metric_utils.MetricOptions(
         **metric_kwargs(dict(dataset_kwargs, xflip=True), detector_path, None)
     )
-    assert metric_utils.real_stats_cache_file(flipped, "mean_cov", 3) != base
+    assert key(flipped) != base
     other_detector = str(tmp_path / "other-detector.pt")
     torch.jit.script(torch.nn.Sequential(MomentsDetector(), torch.nn.Identity())).save(
         other_detector
     )
-    other = metric_utils.MetricOptions(**metric_kwargs(dataset_kwargs, other_detector, None))
-    assert metric_utils.real_stats_cache_file(other, "mean_cov", 3) != base
+    assert key(opts, net=detector_lib.load_feature_network(other_detector, "cpu")) != base
 
 
 def test_image_folder_cache_notices_replaced_image(tmp_path, detector_path, monkeypatch):

@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import time
+import traceback
 from typing import Any, Callable
 
 import numpy as np
@@ -384,17 +385,32 @@ def tick_fields(
 
 def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> None:
     """Compute every requested metric of G_ema and append it, with the training progress in
-    kimg, to metric-<name>.jsonl."""
+    kimg, to metric-<name>.jsonl.
+
+    A metric that fails is reported with its error and traceback, and training goes on: the
+    snapshot is already written, and a lost metric can be computed later with calc_metrics.py.
+    """
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
     for metric in ctx.metrics:
-        # Metrics must not move the training's random streams: their DataLoader draws a seed
-        # from torch's global generator, and only when real statistics are not cached yet.
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-            result_dict = metric_main.calc_metric(
-                metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
-                num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
-            )  # fmt: skip
+        try:
+            # Metrics must not move the training's random streams: their DataLoader draws a
+            # seed from torch's global generator, and only when real statistics are not cached.
+            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                result_dict = metric_main.calc_metric(
+                    metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
+                    num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
+                )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - any failure of a metric must not end training
+            if ctx.rank == 0:
+                print(
+                    f"Metric {metric} failed at kimg {kimg:g} for {os.path.basename(snapshot_pkl)}: "
+                    f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+                    f"Training continues; compute it later with calc_metrics.py --network="
+                    f"{snapshot_pkl} --metrics={metric}",
+                    flush=True,
+                )
+            continue
         result_dict.kimg = kimg
         if ctx.rank == 0:
             metric_main.report_metric(result_dict, run_dir=ctx.run_dir, snapshot_pkl=snapshot_pkl)
