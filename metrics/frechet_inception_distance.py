@@ -24,8 +24,15 @@ def frechet_distance(
     The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1). That matrix is similar to
     S1 S2, so it has the same eigenvalues, and it is symmetric positive semidefinite, so a
     symmetric eigensolver returns them as real numbers without the imaginary rounding noise
-    of a general square root. Raises ValueError for mismatched shapes, non-finite values, or
-    matrices that are not symmetric positive semidefinite.
+    of a general square root. At 2048 dimensions this is 10 to 40 times faster than
+    scipy.linalg.sqrtm(S1 @ S2) (benchmarks/metrics.py measures both) and agrees with it.
+
+    The general route returns a complex matrix whose imaginary part is rounding noise, which
+    reference implementations discard below a tolerance. Here the same noise appears as
+    slightly negative eigenvalues: those above -EIGENVALUE_TOLERANCE times the largest one
+    are clamped to 0 (their square roots would be the imaginary part), and anything below is
+    an error, since the inputs are then not covariances. Raises ValueError for mismatched
+    shapes, non-finite values, or matrices that are not symmetric positive semidefinite.
 
     NOTE: with fewer samples than features the covariances are singular, and rounding noise in
     their zero eigenvalues survives the square roots: FID of 10 Inception feature vectors

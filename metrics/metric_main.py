@@ -141,7 +141,7 @@ _PARSERS = (_parse_fid_kid, _parse_pr, _parse_is, _parse_ppl, _parse_eq)
 
 
 def list_valid_metrics() -> list[str]:
-    """Every valid metric name."""
+    """Return every valid metric name."""
     names = []
     for count in METRIC_COUNTS:
         names += [f"fid{count}_full", f"fid{count}", f"kid{count}_full", f"kid{count}"]
@@ -153,7 +153,7 @@ def list_valid_metrics() -> list[str]:
 
 
 def describe_valid_metrics() -> str:
-    """The valid names in one sentence, for error messages."""
+    """Return the valid names in one sentence, for error messages."""
     counts = ", ".join(METRIC_COUNTS)
     return (
         f"fid<count>_full, fid<count>, kid<count>_full, kid<count>, pr<count>3_full, "

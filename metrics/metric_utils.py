@@ -75,7 +75,7 @@ class MetricOptions:
         return self._dataset
 
     def load_detector(self, need_classifier: bool = False) -> detector_lib.FeatureNetwork:
-        """The Inception network, found on first use (see resolve_inception_detector)."""
+        """Return the Inception network, found on first use (see resolve_inception_detector)."""
         key = ("inception", need_classifier)
         if key not in self._resolved:
             self._resolved[key] = detector_lib.resolve_inception_detector(
@@ -84,13 +84,13 @@ class MetricOptions:
         return detector_lib.load_feature_network(self._resolved[key], self.device)
 
     def load_vgg16(self) -> detector_lib.FeatureNetwork:
-        """The VGG16 network, found on first use (see resolve_vgg16_detector)."""
+        """Return the VGG16 network, found on first use (see resolve_vgg16_detector)."""
         if "vgg16" not in self._resolved:
             self._resolved["vgg16"] = detector_lib.resolve_vgg16_detector(self._vgg16_arg)
         return detector_lib.load_feature_network(self._resolved["vgg16"], self.device)
 
     def load_feature_network(self, feature: str) -> detector_lib.FeatureNetwork:
-        """The network that computes `feature` (one of FEATURES)."""
+        """Return the network that computes `feature` (one of FEATURES)."""
         if feature not in FEATURES:
             raise ValueError(f"Invalid feature {feature!r}, expected one of {FEATURES}.")
         if feature == "vgg16":
@@ -109,7 +109,7 @@ class MetricOptions:
 
 
 def detector_info(network: detector_lib.FeatureNetwork | None) -> dict[str, Any]:
-    """Record fields naming the feature network a result used (None for none)."""
+    """Return the record fields that name the feature network a result used (or None)."""
     if network is None:
         return dict(detector=None, detector_sha256=None)
     return dict(detector=os.path.basename(network.path), detector_sha256=network.sha256)

@@ -182,6 +182,18 @@ def test_fid_matches_scipy_reference():
     assert actual == pytest.approx(expected, rel=1e-9)
 
 
+def test_fid_matches_scipy_at_2048_dimensions():
+    # Inception-like features: 2048 dimensions, more samples than dimensions, correlated.
+    rng = np.random.default_rng(5)
+    mixing = rng.standard_normal([2048, 2048]) / 45
+    features1 = np.maximum(rng.standard_normal([2500, 2048]) @ mixing, 0)
+    features2 = np.maximum(rng.standard_normal([2200, 2048]) @ mixing + 0.05, 0)
+    expected = reference_fid(features1, features2)
+    mu1, mu2 = features1.mean(0), features2.mean(0)
+    sigma1, sigma2 = np.cov(features1, rowvar=False), np.cov(features2, rowvar=False)
+    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
+
+
 def test_fid_singular_covariance_matches_scipy():
     # Fewer samples than features: both covariances are singular.
     rng = np.random.default_rng(1)

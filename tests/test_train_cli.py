@@ -133,6 +133,17 @@ def test_cli_missing_detector_fails_before_training(tmp_path, data_zip):
     assert not os.path.exists(tmp_path / "runs")
 
 
+def test_cli_missing_vgg16_fails_before_training(tmp_path, data_zip, monkeypatch):
+    monkeypatch.delenv("DMD_VGG16_PATH", raising=False)
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "empty-cache"))
+    args = [a for a in base_args(tmp_path / "runs", data_zip) if not a.startswith("--metrics")]
+    result = invoke(args + ["--metrics=pr1k3"])
+    assert result.exit_code != 0
+    assert "vgg16.pt" in result.output
+    assert "--vgg16" in result.output
+    assert not os.path.exists(tmp_path / "runs")
+
+
 def dry_run_options(tmp_path, data_zip, *extra):
     """Run train.py --dry-run and return the printed training options as a dict."""
     args = base_args(tmp_path / "runs", data_zip)
@@ -283,6 +294,8 @@ def test_cli_biggan_with_dmd_and_ada(tmp_path, data_zip):
         (["--cfg=stylegan3-t", "--attn-res=16"], "--attn-res does not apply"),
         (["--cfg=biggan", "--attn-res=16"], "--attn-res=16 is not a block resolution"),
         (["--cfg=biggan", "--attn-res=5"], "use 0 (none) or one of [8]"),
+        (["--cfg=stylegan2", "--gamma=1", "--metrics=eqt50k_int"], "need a StyleGAN3 generator"),
+        (["--cfg=biggan", "--metrics=ppl2_wend"], "needs a StyleGAN generator"),
     ],
 )
 def test_cli_rejects_options_of_other_family(tmp_path, data_zip, extra, expected):
