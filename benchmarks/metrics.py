@@ -97,8 +97,8 @@ def first_sentence(message: str) -> str:
 
 
 def find_networks(detector: str | None, vgg16: str | None, device: torch.device) -> list:
-    """Return [(label, FeatureNetwork)] for each network found, printing why any other is
-    skipped. A network that is missing or fails to load never stops the run."""
+    """Find and load the Inception and VGG16 networks and return [(label, FeatureNetwork)].
+    A network that is missing or fails to load is printed with the reason and skipped."""
     networks = []
     finders = [
         ("Inception", lambda: detector_lib.resolve_inception_detector(detector)),
@@ -110,7 +110,7 @@ def find_networks(detector: str | None, vgg16: str | None, device: torch.device)
         except FileNotFoundError as err:
             print(f"{label}: not found: {first_sentence(str(err))}")
             continue
-        except (ValueError, OSError) as err:  # a failed download or a file with the wrong hash
+        except (ValueError, OSError) as err:  # a failed download, an invalid URL or a hash mismatch
             print(f"{label}: could not be fetched: {first_sentence(str(err))}")
             continue
         try:
@@ -136,7 +136,7 @@ def print_speed_row(label: str, method: str, resolution: int, times: list[float]
     spread = f"{min(rates):.1f}-{max(rates):.1f}"
     seconds = IMAGES_PER_RUN / median
     row = f"{label:<10} {method:<24} {resolution:>5} {batch:>5} {median:>10.1f} {spread:>17}"
-    print(f"{row} {seconds:>11.0f}", flush=True)
+    print(f"{row} {seconds:>11.4g}", flush=True)
 
 
 def print_feature_table(options: dict, device: torch.device) -> None:
@@ -172,7 +172,7 @@ def random_feature_stats(
     """Return (mu1, sigma1, mu2, sigma2) of two sets of `num_samples` random feature vectors.
 
     Each set is Gaussian noise with per-axis scales from 1 down to 0.01, times a dense random
-    [dim, dim] mixing matrix, so the covariances have a spread of eigenvalues and no shared
+    [dim, dim] mixing matrix, so the covariances have a spread of eigenvalues and different
     eigenvectors. The second set's mixing matrix and mean are the first's plus noise, as for a
     generator that is close to the real data.
     """
