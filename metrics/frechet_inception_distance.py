@@ -24,8 +24,9 @@ def frechet_distance(
     The trace term uses the eigenvalues of sqrt(S1) S2 sqrt(S1). That matrix is similar to
     S1 S2, so it has the same eigenvalues, and it is symmetric positive semidefinite, so a
     symmetric eigensolver returns them as real numbers without the imaginary rounding noise
-    of a general square root. At 2048 dimensions this is 10 to 40 times faster than
-    scipy.linalg.sqrtm(S1 @ S2) (benchmarks/metrics.py measures both) and agrees with it.
+    of a general square root. At 2048 dimensions it took 4 to 5 times less time than
+    scipy.linalg.sqrtm(S1 @ S2) on a 2-core CPU with scipy 1.17 (benchmarks/metrics.py
+    measures both), and the two agreed within 1e-8.
 
     The general route returns a complex matrix whose imaginary part is rounding noise, which
     reference implementations discard below a tolerance. Here the same noise appears as
