@@ -319,6 +319,20 @@ def _detect_format(module: torch.jit.ScriptModule, path: str) -> str:
     )
 
 
+# What each method of FeatureNetwork computes, and the file formats that can compute it.
+METHODS = {
+    "inception_features": ("FID/KID features", ("headless_inception", "nvidia_inception")),
+    "inception_probabilities": ("Inception Score class probabilities", ("nvidia_inception",)),
+    "vgg16_features": ("precision/recall VGG16 features", ("nvidia_vgg16",)),
+    "vgg16_lpips": ("perceptual path length LPIPS distances", ("nvidia_vgg16",)),
+}
+_FORMAT_DESCRIPTIONS = {
+    "headless_inception": f"a headless Inception network like {WHEEL_FILE_NAME}",
+    "nvidia_inception": f"an Inception network with classifier head like {INCEPTION_FILE_NAME}",
+    "nvidia_vgg16": f"a VGG16 network like {NVIDIA_VGG16.file_name}",
+}
+
+
 class FeatureNetwork:
     """A loaded feature network with one method per kind of output. Images go in as uint8
     [N, C, H, W] with C = 1 or 3 (vgg16_lpips takes floats 0..255); grayscale is repeated to
@@ -337,48 +351,47 @@ class FeatureNetwork:
     def has_classifier(self) -> bool:
         return self.format == "nvidia_inception"
 
+    def require(self, method: str) -> None:
+        """Raise ValueError naming the file when this network cannot compute `method` (a key
+        of METHODS)."""
+        purpose, formats = METHODS[method]
+        if self.format in formats:
+            return
+        wanted = " or ".join(_FORMAT_DESCRIPTIONS[f] for f in formats)
+        problem = f"Feature network {self.path!r} is {_FORMAT_DESCRIPTIONS[self.format]}"
+        if method == "inception_probabilities":
+            problem += " without a classifier head"
+        raise ValueError(
+            f"{problem}, but {purpose} need {wanted}. Provide that file (NVIDIA's is at "
+            f"{(NVIDIA_VGG16 if formats == ('nvidia_vgg16',) else NVIDIA_INCEPTION).url})."
+        )
+
     def inception_features(self, images: torch.Tensor) -> torch.Tensor:
         """Return pool features [N, 2048] for FID and KID."""
-        self._require(("headless_inception", "nvidia_inception"), "FID/KID features")
+        self.require("inception_features")
         if self.format == "headless_inception":
             return run_detector(self.module, images_to_detector_input(images))
         x = _check_299(images_to_float299(images))
         return self._run(x, return_features=True)
 
     def inception_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Return softmax class probabilities [N, 1008] for the Inception Score, computed without the
-        output layer's bias as in the original Inception Score code (Salimans et al. 2016)."""
-        if self.format == "headless_inception":
-            raise ValueError(
-                f"Feature network {self.path!r} has no classifier head, so it cannot give the "
-                f"class probabilities of the Inception Score. Provide NVIDIA's "
-                f"{NVIDIA_INCEPTION.file_name} ({NVIDIA_INCEPTION.url})."
-            )
-        self._require(("nvidia_inception",), "Inception class probabilities")
+        """Return softmax class probabilities [N, 1008] for the Inception Score, computed
+        without the output layer's bias as in the original Inception Score code (Salimans et al.
+        2016)."""
+        self.require("inception_probabilities")
         return self._run(_check_299(images_to_float299(images)), no_output_bias=True)
 
     def vgg16_features(self, images: torch.Tensor) -> torch.Tensor:
         """Return fc7 features [N, 4096] for precision and recall (resized to 224 inside)."""
-        self._require(("nvidia_vgg16",), "VGG16 features")
+        self.require("vgg16_features")
         return self._run(_to_float_rgb(_check_uint8(images)), return_features=True)
 
     def vgg16_lpips(self, images: torch.Tensor) -> torch.Tensor:
         """Return per-image LPIPS vectors [N, D] of float images 0..255 at their own size. The
         squared distance between two vectors is the LPIPS distance of the two images."""
-        self._require(("nvidia_vgg16",), "LPIPS distances")
+        self.require("vgg16_lpips")
         x = _to_float_rgb(images)
         return self._run(x, resize_images=False, return_lpips=True)
-
-    def _require(self, formats: tuple[str, ...], purpose: str) -> None:
-        if self.format not in formats:
-            wanted = " or ".join(
-                WHEEL_FILE_NAME if f == "headless_inception" else _FILE_OF_FORMAT[f]
-                for f in formats
-            )
-            raise ValueError(
-                f"Feature network {self.path!r} is a {self.format} network; {purpose} need "
-                f"{wanted}."
-            )
 
     def _run(self, x: torch.Tensor, **kwargs: bool) -> torch.Tensor:
         with torch.no_grad():
@@ -386,10 +399,12 @@ class FeatureNetwork:
         return _check_output(out, len(x), self.path)
 
 
-_FILE_OF_FORMAT = {
-    "nvidia_inception": NVIDIA_INCEPTION.file_name,
-    "nvidia_vgg16": NVIDIA_VGG16.file_name,
-}
+def check_feature_network(path: str, methods: list[str]) -> None:
+    """Load the network at `path` on the CPU, without keeping it, and raise ValueError naming
+    the file when it cannot compute one of `methods` (keys of METHODS)."""
+    network = FeatureNetwork(load_feature_detector(path, "cpu"), path)
+    for method in methods:
+        network.require(method)
 
 
 def _check_output(out: torch.Tensor, num: int, path: str) -> torch.Tensor:

@@ -105,7 +105,7 @@ def compute_fid(
                 f"FID from {stats.num_items} {label} images with {stats.num_features} features per "
                 f"image: the covariance is singular, so the value is biased upward. Compare FIDs "
                 f"only at equal image counts.",
-                stacklevel=2,
+                stacklevel=1,
             )
     mu_real, sigma_real = real.get_mean_cov()
     mu_gen, sigma_gen = gen.get_mean_cov()

@@ -5,7 +5,8 @@ Names follow upstream StyleGAN2-ADA/StyleGAN3, with <count> the number of genera
 for quick CPU runs and give values that are comparable only at equal counts.
 
 - fid<count>_full, kid<count>_full: Frechet and Kernel Inception Distance against every real
-  image. Without _full (fid50k, kid2k) the real statistics cover the first <count> images.
+  image (up to 1,000,000 for KID, which keeps every feature vector). Without _full (fid50k,
+  kid2k) the real statistics cover the first <count> images.
 - pr<count>3_full, pr<count>3: precision and recall with k = 3 nearest neighbours in VGG16
   feature space, against up to 200,000 real images (_full) or the first <count>. Results
   <name>_precision and <name>_recall.
@@ -40,6 +41,7 @@ METRIC_COUNTS = {
 }
 _COUNT = "(?P<count>" + "|".join(METRIC_COUNTS) + ")"
 PR_MAX_REAL_FULL = 200_000  # Real images of pr*_full: bounds the N^2 distance computation.
+KID_MAX_REAL_FULL = 1_000_000  # Real images of kid*_full, as upstream: bounds the memory.
 PPL_SAMPLES = 50_000  # Pairs of the ppl names without a count suffix.
 PPL_VARIANTS = {  # name: (space, sampling, crop)
     "ppl_zfull": ("z", "full", True),
@@ -57,7 +59,7 @@ class MetricSpec:
 
     name: str
     compute: Callable  # (opts) -> (value or dict of values, info dict)
-    networks: tuple[str, ...]  # Feature networks: "inception", "inception_classifier", "vgg16".
+    networks: tuple[str, ...]  # FeatureNetwork methods it calls (keys of detector.METHODS).
     generator: str = "any"  # "any", "stylegan" (mapping + synthesis) or "stylegan3".
 
 
@@ -77,11 +79,13 @@ def _parse_fid_kid(name: str) -> MetricSpec | None:
     if match is None:
         return None
     num_gen = METRIC_COUNTS[match["count"]]
-    max_real = None if match["full"] else num_gen
+    max_real = num_gen
+    if match["full"]:
+        max_real = None if match["kind"] == "fid" else KID_MAX_REAL_FULL
     func = dict(
         fid="frechet_inception_distance.compute_fid", kid="kernel_inception_distance.compute_kid"
     )[match["kind"]]
-    return MetricSpec(name, _bind(func, num_gen, max_real=max_real), ("inception",))
+    return MetricSpec(name, _bind(func, num_gen, max_real=max_real), ("inception_features",))
 
 
 def _parse_pr(name: str) -> MetricSpec | None:
@@ -91,7 +95,7 @@ def _parse_pr(name: str) -> MetricSpec | None:
     num_gen = METRIC_COUNTS[match["count"]]
     max_real = PR_MAX_REAL_FULL if match["full"] else num_gen
     compute = _bind("precision_recall.compute_pr", num_gen, max_real=max_real, nhood_size=3)
-    return MetricSpec(name, compute, ("vgg16",))
+    return MetricSpec(name, compute, ("vgg16_features",))
 
 
 def _parse_is(name: str) -> MetricSpec | None:
@@ -99,7 +103,7 @@ def _parse_is(name: str) -> MetricSpec | None:
     if match is None:
         return None
     compute = _bind("inception_score.compute_is", METRIC_COUNTS[match["count"]], num_splits=10)
-    return MetricSpec(name, compute, ("inception_classifier",))
+    return MetricSpec(name, compute, ("inception_probabilities",))
 
 
 def _parse_ppl(name: str) -> MetricSpec | None:
@@ -112,7 +116,7 @@ def _parse_ppl(name: str) -> MetricSpec | None:
         "perceptual_path_length.compute_ppl", num, epsilon=1e-4, space=space, sampling=sampling,
         crop=crop,
     )  # fmt: skip
-    return MetricSpec(name, compute, ("vgg16",), generator="stylegan")
+    return MetricSpec(name, compute, ("vgg16_lpips",), generator="stylegan")
 
 
 def _parse_eq(name: str) -> MetricSpec | None:
@@ -177,7 +181,7 @@ def check_generator(metric: str, G) -> None:
     if spec.generator == "stylegan" and not all(hasattr(G, a) for a in ("mapping", "synthesis")):
         raise ValueError(
             f"Metric {metric} needs a StyleGAN generator (separate mapping and synthesis "
-            f"networks); {type(G).__name__} has none."
+            f"networks); {_class_name(G)} has none."
         )
     if spec.generator == "stylegan3":
         transform = getattr(
@@ -186,40 +190,40 @@ def check_generator(metric: str, G) -> None:
         if transform is None:
             raise ValueError(
                 f"Metric {metric} needs a StyleGAN3 generator (one whose input can be translated "
-                f"and rotated); {type(G).__name__} is not one."
+                f"and rotated); {_class_name(G)} is not one."
             )
+
+
+def _class_name(module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def resolve_feature_networks(
     metrics: list[str], detector: str | None = None, vgg16: str | None = None
 ) -> dnnlib.EasyDict:
-    """Find every feature network the metrics need, so a missing file fails before any work.
+    """Find and check every feature network the metrics need, so that a missing or unsuitable
+    file fails before any work.
 
-    Returns EasyDict(detector_path, vgg16_path): the files found, or the arguments as given
-    where no metric needs that network. Raises FileNotFoundError or ValueError naming the file
-    to provide and where to put it.
+    Each file is loaded once on the CPU and checked for what the metrics call it for (for
+    example class probabilities for the Inception Score), then released. Returns
+    EasyDict(detector_path, vgg16_path): the files found, or the arguments as given where no
+    metric needs that network. Raises FileNotFoundError or ValueError naming the file to
+    provide and where to put it.
     """
     from metrics import detector as detector_lib
 
-    needs = {network for metric in metrics for network in _require_spec(metric).networks}
+    methods = sorted({method for metric in metrics for method in _require_spec(metric).networks})
+    inception_methods = [m for m in methods if m.startswith("inception")]
+    vgg16_methods = [m for m in methods if m.startswith("vgg16")]
     paths = dnnlib.EasyDict(detector_path=detector, vgg16_path=vgg16)
-    need_classifier = "inception_classifier" in needs
-    if need_classifier or "inception" in needs:
+    if inception_methods:
         paths.detector_path = detector_lib.resolve_inception_detector(
-            detector, need_classifier=need_classifier
+            detector, need_classifier="inception_probabilities" in inception_methods
         )
-    if need_classifier:
-        network = detector_lib.load_feature_network(paths.detector_path, "cpu")
-        if not network.has_classifier:
-            names = [m for m in metrics if "inception_classifier" in _require_spec(m).networks]
-            raise ValueError(
-                f"{', '.join(names)} need the Inception network with its classifier head, "
-                f"{detector_lib.NVIDIA_INCEPTION.file_name} ({detector_lib.NVIDIA_INCEPTION.url}), "
-                f"but {paths.detector_path} has none. Pass that file with --detector; it serves "
-                f"FID and KID too."
-            )
-    if "vgg16" in needs:
+        detector_lib.check_feature_network(paths.detector_path, inception_methods)
+    if vgg16_methods:
         paths.vgg16_path = detector_lib.resolve_vgg16_detector(vgg16)
+        detector_lib.check_feature_network(paths.vgg16_path, vgg16_methods)
     return paths
 
 
@@ -271,10 +275,10 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
 
 
 def _network_used(spec: MetricSpec, opts: metric_utils.MetricOptions):
-    if "vgg16" in spec.networks:
+    if any(method.startswith("vgg16") for method in spec.networks):
         return opts.load_vgg16()
     if spec.networks:
-        return opts.load_detector(need_classifier="inception_classifier" in spec.networks)
+        return opts.load_detector(need_classifier="inception_probabilities" in spec.networks)
     return None
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -136,11 +137,14 @@ def compute_network_features(
 
 
 class ProgressMonitor:
-    """Progress lines '<tag>: done/total images, rate, elapsed, time left', printed at most once
+    """Progress lines '<tag>: done/total <unit>, rate, elapsed, time left', printed at most once
     per `interval_s` seconds and once more at the end, and only when `verbose` is True."""
 
-    def __init__(self, tag: str, num_items: int, verbose: bool, interval_s: float = 5.0):
+    def __init__(
+        self, tag: str, num_items: int, verbose: bool, interval_s: float = 5.0, unit: str = "images"
+    ):
         self.tag = tag
+        self.unit = unit  # What the items are, for the progress line.
         self.num_items = num_items
         self.verbose = verbose
         self.interval_s = interval_s
@@ -160,7 +164,7 @@ class ProgressMonitor:
         left_s = (self.num_items - num_done) / rate if rate > 0 else float("inf")
         left = dnnlib.util.format_time(left_s) if np.isfinite(left_s) else "unknown"
         print(
-            f"{self.tag}: {num_done}/{self.num_items} images, {rate:.1f} images/s, "
+            f"{self.tag}: {num_done}/{self.num_items} {self.unit}, {rate:.1f} {self.unit}/s, "
             f"{dnnlib.util.format_time(elapsed)} elapsed, {left} left",
             flush=True,
         )
@@ -319,9 +323,7 @@ def real_stats_cache_file(
         dataset_class=opts.dataset_kwargs.get("class_name"),
         fingerprint=dataset.content_fingerprint(),
         num_items=num_items,
-        max_size=opts.dataset_kwargs.get("max_size"),
-        random_seed=opts.dataset_kwargs.get("random_seed", 0),
-        xflip=bool(opts.dataset_kwargs.get("xflip", False)),
+        **_selection_fields(dataset, opts.dataset_kwargs, num_items),
         resolution=dataset.resolution,
         detector_sha256=network.sha256,
         feature=feature,
@@ -332,6 +334,28 @@ def real_stats_cache_file(
     name = re.sub(r"[^0-9A-Za-z_.-]", "_", str(dataset.name)) or "dataset"
     prefix = name if feature == "inception" else f"{name}-{feature}"
     return dnnlib.make_cache_dir_path("gan-metrics", f"{prefix}-{kind}-{key[:32]}.npz")
+
+
+def _selection_fields(dataset: Any, dataset_kwargs: dict, num_items: int) -> dict[str, Any]:
+    """Return cache-key fields that identify which images the first `num_items` items are.
+
+    Datasets of training.dataset expose their selection (raw image index and x-flip of every
+    item), which is keyed directly, so that max_size=None and a max_size of at least the image
+    count (as training records) share one cache file. Other datasets are keyed on the options
+    that choose the subset.
+    """
+    raw_idx = getattr(dataset, "_raw_idx", None)
+    xflip = getattr(dataset, "_xflip", None)
+    if raw_idx is None or xflip is None:
+        return dict(
+            max_size=dataset_kwargs.get("max_size"),
+            random_seed=dataset_kwargs.get("random_seed", 0),
+            xflip=bool(dataset_kwargs.get("xflip", False)),
+        )
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(raw_idx[:num_items], dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(xflip[:num_items], dtype=np.uint8).tobytes())
+    return dict(selection=digest.hexdigest())
 
 
 def compute_real_stats(
@@ -398,6 +422,70 @@ def sample_latents(
     return z, c
 
 
+# Third entry of the seed of an image's noise, so that it is drawn independently of the image's
+# latent and label (which use the seed (seed, index)).
+_NOISE_STREAM = 1
+
+
+class NoiseBuffer(NamedTuple):
+    """A per-pixel noise buffer of the generator: the module that owns it and its shape."""
+
+    module: torch.nn.Module
+    shape: tuple[int, int]
+
+
+def find_noise_buffers(G: torch.nn.Module) -> list[NoiseBuffer]:
+    """Return the generator's `noise_const` buffers [H, W] in named_buffers() order. StyleGAN3
+    and BigGAN have none."""
+    buffers = []
+    for name, buffer in G.named_buffers():
+        module_name, _, buffer_name = name.rpartition(".")
+        if buffer_name != "noise_const":
+            continue
+        if buffer.ndim != 2:
+            raise ValueError(
+                f"Generator buffer {name} has shape {list(buffer.shape)}, but the metrics "
+                f"expect per-pixel noise buffers of shape [H, W]."
+            )
+        buffers.append(NoiseBuffer(G.get_submodule(module_name), tuple(buffer.shape)))
+    return buffers
+
+
+def noise_seeds(indices: list[int], seed: int) -> np.ndarray:
+    """Return one noise seed per image index, drawn from a generator seeded with
+    (seed, index, _NOISE_STREAM)."""
+    return np.array(
+        [np.random.default_rng([seed, index, _NOISE_STREAM]).integers(2**63) for index in indices],
+        dtype=np.uint64,
+    )
+
+
+def set_sample_noise(
+    buffers: list[NoiseBuffer], seeds: np.ndarray, device: torch.device, copies: int = 1
+) -> None:
+    """Give every sample its own noise: replace each noise_const buffer [H, W] of a copy of G
+    by noise [copies * N, 1, H, W], where rows k, k + N, ... share sample k's noise (PPL
+    renders both ends of a path with copies=2).
+
+    Sample k's noise is torch.randn of the total size of all buffers, drawn from a
+    torch.Generator on `device` seeded with seeds[k] and split across the buffers in order, so
+    it does not depend on the batch. CPU and CUDA generators give different numbers for the
+    same seed. Call G with noise_mode='const' to use it.
+    """
+    sizes = [math.prod(buffer.shape) for buffer in buffers]
+    if not sizes:
+        return
+    rows = []
+    for seed in seeds:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        rows.append(torch.randn([sum(sizes)], generator=generator, device=device))
+    noise = torch.stack(rows).repeat(copies, 1)  # [copies * N, total]
+    for buffer, part in zip(buffers, noise.split(sizes, dim=1)):
+        # The synthesis layers add noise_const times a learned strength to their output
+        # [N, C, H, W], so noise [N, 1, H, W] broadcasts to one noise image per sample.
+        buffer.module.noise_const = part.reshape(-1, 1, *buffer.shape)
+
+
 def check_labels(G: torch.nn.Module, dataset: Any, dataset_kwargs: dict) -> None:
     if G.c_dim > 0 and list(dataset.label_shape) != [G.c_dim]:
         raise ValueError(
@@ -408,7 +496,8 @@ def check_labels(G: torch.nn.Module, dataset: Any, dataset_kwargs: dict) -> None
 
 
 def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Run G on z [N, z_dim] and c [N, c_dim] and return uint8 images [N, C, H, W]."""
+    """Run G on z [N, z_dim] and c [N, c_dim] with noise_mode='const' and return uint8 images
+    [N, C, H, W]. set_sample_noise() makes that noise random per sample."""
     img = G(z=z, c=c, noise_mode="const")
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
@@ -417,11 +506,17 @@ def compute_generated_stats(
     opts: MetricOptions, kind: str, num_gen: int, feature: str = "inception"
 ) -> FeatureStats:
     """Return `feature` features (one of FEATURES) of `num_gen` images from opts.G, split
-    across the ranks."""
+    across the ranks.
+
+    Image i gets its latent, label and per-pixel noise from generators seeded with
+    (opts.seed, i), so it is the same for every batch size and process count. The noise is
+    random per image, as in upstream's metrics, which call G with its default random noise.
+    """
     if opts.G is None:
         raise ValueError("This metric needs a generator: pass G to calc_metric().")
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     check_labels(G, opts.dataset, opts.dataset_kwargs)
+    noise_buffers = find_noise_buffers(G)
     network = opts.load_feature_network(feature)
     stats = FeatureStats(kind, max_items=num_gen)
     monitor = ProgressMonitor("Generated images", num_gen, opts.progress)
@@ -429,6 +524,7 @@ def compute_generated_stats(
     for start in range(0, len(indices), opts.batch_size):
         batch = indices[start : start + opts.batch_size]
         z, c = sample_latents(batch, G.z_dim, G.c_dim, opts.dataset, opts.seed)
+        set_sample_noise(noise_buffers, noise_seeds(batch, opts.seed), opts.device)
         with torch.no_grad():
             images = generate_images(
                 G, torch.from_numpy(z).to(opts.device), torch.from_numpy(c).to(opts.device)

@@ -11,7 +11,6 @@ epsilon^2. The metric is the mean of these values after dropping the lowest and 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -130,54 +129,6 @@ def sample_paths(
 # Distances of one batch.
 
 
-class NoiseBuffer(NamedTuple):
-    """A per-pixel noise buffer of the generator: the module that owns it and its shape."""
-
-    module: torch.nn.Module
-    shape: tuple[int, int]
-
-
-def find_noise_buffers(G: torch.nn.Module) -> list[NoiseBuffer]:
-    """Return the generator's `noise_const` buffers [H, W] in named_buffers() order. StyleGAN3
-    has none."""
-    buffers = []
-    for name, buffer in G.named_buffers():
-        module_name, _, buffer_name = name.rpartition(".")
-        if buffer_name != "noise_const":
-            continue
-        if buffer.ndim != 2:
-            raise ValueError(
-                f"Generator buffer {name} has shape {list(buffer.shape)}, but PPL expects "
-                f"per-pixel noise buffers of shape [H, W]."
-            )
-        buffers.append(NoiseBuffer(G.get_submodule(module_name), tuple(buffer.shape)))
-    return buffers
-
-
-def set_pair_noise(
-    buffers: list[NoiseBuffer], noise_seeds: np.ndarray, device: torch.device
-) -> None:
-    """Give every pair its own noise: replace each noise_const buffer [H, W] by noise
-    [2N, 1, H, W], where image k and image k + N (the two ends of pair k) share the same noise.
-
-    The noise of pair k is torch.randn of the total size of all buffers, drawn from a
-    torch.Generator on `device` seeded with noise_seeds[k] and split across the buffers in
-    order. CPU and CUDA generators give different numbers for the same seed.
-    """
-    sizes = [math.prod(buffer.shape) for buffer in buffers]
-    if not sizes:
-        return
-    rows = []
-    for noise_seed in noise_seeds:
-        generator = torch.Generator(device=device).manual_seed(int(noise_seed))
-        rows.append(torch.randn([sum(sizes)], generator=generator, device=device))
-    noise = torch.stack(rows).repeat(2, 1)  # [2N, total]
-    for buffer, part in zip(buffers, noise.split(sizes, dim=1)):
-        # The synthesis layers add noise_const times a learned strength to their output
-        # [N, C, H, W], so noise [N, 1, H, W] broadcasts to one noise image per sample.
-        buffer.module.noise_const = part.reshape(-1, 1, *buffer.shape)
-
-
 def interpolated_ws(
     G: torch.nn.Module, samples: PathSamples, epsilon: float, space: str, device: torch.device
 ) -> torch.Tensor:
@@ -221,13 +172,13 @@ def pair_distances(
     epsilon: float,
     space: str,
     crop: bool,
-    noise_buffers: list[NoiseBuffer],
+    noise_buffers: list[metric_utils.NoiseBuffer],
     device: torch.device,
 ) -> torch.Tensor:
     """Return the distances [N] float64 of one batch: the squared Euclidean distance between
     the LPIPS vectors of the images at t and t + epsilon, divided by epsilon^2."""
     ws = interpolated_ws(G, samples, epsilon, space, device)
-    set_pair_noise(noise_buffers, samples.noise_seeds, device)
+    metric_utils.set_sample_noise(noise_buffers, samples.noise_seeds, device, copies=2)
     img = G.synthesis(ws, noise_mode="const", force_fp32=True)
     lpips = vgg.vgg16_lpips(images_to_lpips_input(img, G.img_resolution, crop))
     lpips_t0, lpips_t1 = lpips.to(torch.float64).chunk(2)
@@ -293,7 +244,7 @@ def compute_path_distances(
     check_ppl_args(num_samples, epsilon, space, sampling, batch_size)
     G = prepare_generator(opts)
     vgg = opts.load_vgg16()
-    noise_buffers = find_noise_buffers(G)
+    noise_buffers = metric_utils.find_noise_buffers(G)
     dataset = opts.dataset if G.c_dim > 0 else None
     pairs_per_batch = min(batch_size, opts.batch_size)
     monitor = metric_utils.ProgressMonitor("PPL", 2 * num_samples, opts.progress)

@@ -44,7 +44,9 @@ def precision_recall(
     real, gen = _feature_tensors(real_features, gen_features, nhood_size, torch.device(device))
 
     total_rows = 2 * (len(real) + len(gen))
-    monitor = metric_utils.ProgressMonitor("Precision/recall distances", total_rows, progress)
+    monitor = metric_utils.ProgressMonitor(
+        "Precision/recall distances", total_rows, progress, unit="rows"
+    )
     row_pass = _RowPass(row_batch_size, num_gpus, rank, monitor, device)
     real_radii = row_pass.map(len(real), _radii_fn(real, nhood_size, col_batch_size))
     gen_radii = row_pass.map(len(gen), _radii_fn(gen, nhood_size, col_batch_size))

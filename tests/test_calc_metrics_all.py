@@ -225,6 +225,19 @@ def test_inception_score_needs_classifier_head(nothing_installed, feature_networ
     assert os.path.join("empty-cache", "detectors") in result.output
 
 
+def test_wrong_network_kind_named_at_start_up(nothing_installed, feature_networks):
+    cases = [
+        (["--metrics", "fid100_full", "--detector", feature_networks["vgg16"]], "vgg16.pt"),
+        (["--metrics", "pr1003", "--vgg16", feature_networks["inception"]], "inception.pt"),
+        (["--metrics", "ppl2_wend_100", "--vgg16", feature_networks["headless"]], "headless.pt"),
+    ]
+    for args, named in cases:
+        result = run_cli(["--network", nothing_installed, *args])
+        assert result.exit_code == 2, result.output
+        assert named in result.output
+        assert "need" in result.output
+
+
 # ----------------------------------------------------------------------------
 # A failing metric during training.
 
@@ -250,4 +263,5 @@ def test_failing_metric_does_not_stop_training(tmp_path, small_data):
     assert "Metric fid100_full failed" in log
     assert "stand-in detector failure" in log
     assert "calc_metrics.py" in log
+    assert f"--detector={failing}" in log
     assert "Exiting..." in log

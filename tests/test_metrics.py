@@ -349,12 +349,13 @@ def test_metric_names():
 
 
 def test_metric_specs_give_counts_and_needs():
-    pr = metric_main.parse_metric("pr50k3_full")
-    assert pr.networks == ("vgg16",)
-    assert metric_main.parse_metric("is50k").networks == ("inception_classifier",)
+    assert metric_main.parse_metric("pr50k3_full").networks == ("vgg16_features",)
+    assert metric_main.parse_metric("is50k").networks == ("inception_probabilities",)
+    assert metric_main.parse_metric("eqr50k").networks == ()
     assert metric_main.parse_metric("eqr50k").generator == "stylegan3"
+    assert metric_main.parse_metric("ppl2_wend").networks == ("vgg16_lpips",)
     assert metric_main.parse_metric("ppl2_wend").generator == "stylegan"
-    assert metric_main.parse_metric("fid2k").networks == ("inception",)
+    assert metric_main.parse_metric("fid2k").networks == ("inception_features",)
 
 
 def test_calc_metric_rejects_unknown_name(detector_path):
@@ -520,6 +521,60 @@ def test_image_folder_cache_notices_replaced_image(tmp_path, detector_path, monk
     _, third_file = metric_utils.compute_real_stats(opts, "mean_cov")
     assert third_file != first_file
     assert calls.images == 10
+
+
+def test_image_folder_cache_shared_by_equal_selections(tmp_path, detector_path):
+    pytest.importorskip("training.dataset")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(15)
+    for i in range(6):
+        pixels = rng.integers(0, 256, size=[8, 8, 3], dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    base = dict(class_name="training.dataset.ImageFolderDataset", path=str(folder))
+
+    def cache_file(**dataset_options):
+        opts = metric_utils.MetricOptions(
+            **metric_kwargs(dict(base, **dataset_options), detector_path, None)
+        )
+        return metric_utils.real_stats_cache_file(opts, "mean_cov", 6, opts.load_detector())
+
+    everything = cache_file(max_size=None)
+    assert cache_file(max_size=6) == everything  # training records max_size = image count
+    assert cache_file(max_size=100, random_seed=3) == everything
+    assert cache_file(max_size=5) != everything
+
+
+def test_generated_noise_is_per_image_and_batch_independent(tmp_path, detector_path):
+    networks = pytest.importorskip("training.networks_stylegan2")
+    torch.manual_seed(0)
+    G = networks.Generator(
+        z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8,
+    )  # fmt: skip
+    with torch.no_grad():
+        for name, buffer in G.named_buffers():
+            if name.endswith("noise_const"):
+                buffer.zero_()  # const noise would then add nothing
+        for name, param in G.named_parameters():
+            if name.endswith("noise_strength"):
+                param.fill_(1.0)
+    dataset_kwargs = write_npz_dataset(tmp_path / "real.npz", random_images(16, 4))
+
+    def features(batch_size):
+        kwargs = metric_kwargs(dataset_kwargs, detector_path, G)
+        opts = metric_utils.MetricOptions(**dict(kwargs, batch_size=batch_size))
+        return metric_utils.compute_generated_stats(opts, "all", 5).get_all()
+
+    np.testing.assert_allclose(features(2), features(5), rtol=1e-5, atol=1e-6)
+
+    z, c = metric_utils.sample_latents(list(range(5)), 8, 0, None, seed=0)
+    with torch.no_grad():
+        const = metric_utils.generate_images(G, torch.from_numpy(z), torch.from_numpy(c))
+    const_features = detector_lib.compute_features(
+        detector_lib.load_feature_network(detector_path, "cpu"), const
+    )
+    assert not np.allclose(const_features.numpy(), features(5), atol=1e-3)
 
 
 def test_conditional_generator_gets_dataset_labels(tmp_path, detector_path):

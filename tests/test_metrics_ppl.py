@@ -373,7 +373,7 @@ def test_stylegan3_without_noise_buffers(tmp_path, vgg16_path):
         z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=256,
         channel_max=16, mapping_kwargs=dict(num_layers=2),
     )  # fmt: skip
-    assert ppl.find_noise_buffers(G) == []
+    assert metric_utils.find_noise_buffers(G) == []
     value, _ = ppl.compute_ppl(make_opts(tmp_path, G, vgg16_path), 3, 1e-4, "w", "end", True)
     assert np.isfinite(value)
     assert value > 0

@@ -141,7 +141,7 @@ def test_pr_progress_counts_distance_rows(capsys):
     # Radii of both sets, then both membership passes: 2 * (5 + 4) rows.
     precision_recall(LINE_REAL[:5], LINE_GEN, nhood_size=1, progress=True)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].startswith("Precision/recall distances: 18/18 images")
+    assert lines[-1].startswith("Precision/recall distances: 18/18 rows")
 
 
 def test_pr_rejects_bad_inputs():
@@ -365,7 +365,7 @@ def test_compute_is_rejects_headless_inception(tmp_path, networks):
         compute_is(opts, num_gen=10)
     message = str(error.value)
     assert "default_1.pt" in message
-    assert "no classifier head" in message
+    assert "without a classifier head" in message
     assert "inception-2015-12-05.pt" in message
 
 

@@ -403,19 +403,33 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> No
                 )  # fmt: skip
         except Exception as err:  # noqa: BLE001 - any failure of a metric must not end training
             if ctx.rank == 0:
-                print(
-                    f"Metric {metric} failed at kimg {kimg:g} for {os.path.basename(snapshot_pkl)}: "
-                    f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
-                    f"Training continues; compute it later with calc_metrics.py --network="
-                    f"{snapshot_pkl} --metrics={metric}",
-                    flush=True,
-                )
+                report_metric_failure(ctx, metric, snapshot_pkl, kimg, err)
             continue
         result_dict.kimg = kimg
         if ctx.rank == 0:
             metric_main.report_metric(result_dict, run_dir=ctx.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result_dict.results.items():
             training_stats.report0("Metrics/" + name, value)
+
+
+def report_metric_failure(
+    ctx: dnnlib.EasyDict, metric: str, snapshot_pkl: str, kimg: float, err: Exception
+) -> None:
+    """Print why a metric failed, with the traceback the first time this metric fails, and the
+    calc_metrics.py command that computes it later with the same feature networks."""
+    failed = ctx.setdefault("failed_metrics", set())
+    details = "" if metric in failed else "\n" + traceback.format_exc()
+    failed.add(metric)
+    command = f"python calc_metrics.py --network={snapshot_pkl} --metrics={metric}"
+    for option, key in [("--detector", "detector_path"), ("--vgg16", "vgg16_path")]:
+        if ctx.metric_kwargs.get(key):
+            command += f" {option}={ctx.metric_kwargs[key]}"
+    print(
+        f"Metric {metric} failed at kimg {kimg:g} for {os.path.basename(snapshot_pkl)}: "
+        f"{type(err).__name__}: {err}{details}\nTraining continues; compute it later with: "
+        f"{command}",
+        flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------
