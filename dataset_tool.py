@@ -704,7 +704,7 @@ MAX_LISTED_PROBLEMS = 20  # --verify prints this many problems, then only counts
 
 @dataclasses.dataclass
 class VerifyReport:
-    """What verify_dataset() found: the data set's contents and every problem."""
+    """Result of verify_dataset(): a summary of the data set and every problem found."""
 
     path: str
     num_images: int = 0
@@ -715,10 +715,10 @@ class VerifyReport:
 
 
 def verify_dataset(path: str, progress_seconds: float = 5.0) -> VerifyReport:
-    """Check a zip or folder in the training format in one pass. Every file must read (zip
-    CRC-32 included) and every image decode, with one square power-of-two [C, H, W] for all.
-    dataset.json must parse and give every image the same kind of label, and no other files
-    may be present. Prints progress at most every `progress_seconds` and once at the end.
+    """Check a zip or folder in the training format in one pass. Every file must be readable
+    (zip CRC-32 included) and every image must decode, with one square power-of-two [C, H, W]
+    for all. dataset.json must parse and give every image the same kind of label, and no other
+    files may be present. Prints progress at most every `progress_seconds` and at the end.
     Raises ValueError or FileNotFoundError when `path` is neither a zip nor a folder."""
     files = DataFiles(path)
     report = VerifyReport(path=files.path)
@@ -830,8 +830,8 @@ def _label_kind(label: Any) -> str:
 
 
 def _label_kind_problems(source: str, labels: dict[str, Any], names: list[str]) -> list[str]:
-    """A problem for each image whose label kind differs from the most common kind, where the
-    labels are not all class indices or all vectors of one length."""
+    """Return a problem for each image whose label kind differs from the most common kind,
+    unless all labels are class indices or all are vectors of one length."""
     try:
         labels_to_array([labels[n] for n in names], source)
         return []
@@ -962,10 +962,10 @@ def main(
         "--cifar100-labels": cifar100_labels,
     }
     if verify is not None:
-        given = [flag for flag, value in conversion_options.items() if value is not None]
-        if given:
+        conflicting = [flag for flag, value in conversion_options.items() if value is not None]
+        if conflicting:
             raise click.UsageError(
-                f"--verify takes no other options. Remove {', '.join(given)} to check "
+                f"--verify takes no other options. Remove {', '.join(conflicting)} to check "
                 f"{verify}, or remove --verify to convert."
             )
         run_verify(verify)

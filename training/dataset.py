@@ -145,8 +145,8 @@ def labels_to_array(labels: list[Any], source: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-# Image decoding, shared with dataset_tool.py. The errors name `source` and say what is wrong;
-# callers add what to do.
+# Image decoding, shared with dataset_tool.py. The errors name `source` and the fault, and the
+# callers append what to do about it.
 
 _MODE_CHANNELS = {"L": 1, "RGB": 3}
 
@@ -205,10 +205,10 @@ def read_image_header(data_file: Any, source: str) -> tuple[list[int], str]:
 # ----------------------------------------------------------------------------
 # File access, shared with dataset_tool.py.
 
-# What zipfile and the file system raise for a damaged member or a file that went missing:
-# BadZipFile for a bad CRC-32 or local header, EOFError and zlib.error for truncated or
-# damaged compressed data, NotImplementedError for an unsupported compression method and
-# RuntimeError for an encrypted member.
+# Exceptions that reading a damaged or missing file raises. zipfile raises BadZipFile for a
+# bad CRC-32 or local header, and EOFError or zlib.error for truncated or damaged compressed
+# data. It raises NotImplementedError for an unsupported compression method and RuntimeError
+# for an encrypted member.
 _READ_ERRORS = (
     OSError,
     EOFError,
@@ -255,7 +255,7 @@ class DataFiles:
         return sorted(names)
 
     def _list_zip(self) -> list[str]:
-        """Every member name except folders, sorted. A name stored twice is listed twice."""
+        """Return every member name except folders, sorted. A name stored twice is listed twice."""
         try:
             return sorted(n for n in self.archive().namelist() if not n.endswith("/"))
         except zipfile.BadZipFile as err:
@@ -264,7 +264,7 @@ class DataFiles:
             ) from err
 
     def archive(self) -> zipfile.ZipFile:
-        """The open zip archive of this process. Only for zip datasets."""
+        """Return this process's open handle of the zip archive. Only for zip datasets."""
         if self._zipfile is None or self._zipfile_pid != os.getpid():
             self._zipfile = zipfile.ZipFile(self.path)
             self._zipfile_pid = os.getpid()
@@ -320,7 +320,7 @@ class DataFiles:
 
 
 def _read_failure(files: DataFiles, err: BaseException) -> str:
-    """What went wrong when reading a file, as a sentence."""
+    """Describe a read failure of a file in one sentence."""
     if files.type == "zip" and isinstance(err, KeyError):
         return "the member is missing from the archive, which changed after it was opened."
     if files.type == "zip" and not isinstance(err, OSError):
@@ -378,7 +378,7 @@ class Dataset(torch.utils.data.Dataset):
         return f"Image {raw_idx} of {self._name}"
 
     def _advice(self) -> str:
-        """What to do about a bad image, appended to error messages."""
+        """Return the advice that error messages about a bad image end with."""
         return f"{CONVERT_HINT} so all images match."
 
     def _get_raw_labels(self) -> np.ndarray:
