@@ -36,7 +36,7 @@ def is_image_name(name: str) -> bool:
 
 
 def verify_advice(path: str) -> str:
-    """Advice for a bad file in the dataset at `path`, appended to error messages."""
+    """Return the advice that error messages about a bad file in the dataset at `path` end with."""
     return (
         f"Run python dataset_tool.py --verify={path} to list every bad file, then re-create the "
         f"data set with dataset_tool.py."
