@@ -9,10 +9,12 @@ Examples:
         --dest=data/fashion-mnist-32x32.zip --transform=pad --resolution=32x32
     python dataset_tool.py --source=~/photos --dest=~/datasets/photos-256.zip \\
         --transform=center-crop --resolution=256x256
+    python dataset_tool.py --verify=~/datasets/photos-256.zip
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gzip
@@ -24,6 +26,7 @@ import shutil
 import struct
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from typing import Any, Callable, Iterator
@@ -33,7 +36,16 @@ import numpy as np
 import PIL.Image
 
 import dnnlib
-from training.dataset import LABELS_FILE, is_image_name, parse_labels_json
+from training.dataset import (
+    LABELS_FILE,
+    DataFiles,
+    DatasetError,
+    check_square_power_of_two,
+    decode_image,
+    is_image_name,
+    labels_to_array,
+    parse_labels_json,
+)
 
 # ----------------------------------------------------------------------------
 # Sources. Each opener returns a Source whose records are produced lazily.
@@ -685,6 +697,197 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
 
 
 # ----------------------------------------------------------------------------
+# Verification of a data set in the training format (--verify).
+
+MAX_LISTED_PROBLEMS = 20  # --verify prints this many problems, then only counts the rest.
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    """Result of verify_dataset(): a summary of the data set and every problem found."""
+
+    path: str
+    num_images: int = 0
+    image_shape: list[int] | None = None  # The most common [C, H, W]; None without images.
+    labels: str = "none"  # The labels in words, for the summary.
+    notes: list[str] = dataclasses.field(default_factory=list)  # Findings that are not errors.
+    problems: list[str] = dataclasses.field(default_factory=list)  # "file: what is wrong".
+
+
+def verify_dataset(path: str, progress_seconds: float = 5.0) -> VerifyReport:
+    """Check a zip or folder in the training format in one pass. Every file must be readable
+    (zip CRC-32 included) and every image must decode, with one square power-of-two [C, H, W]
+    for all. dataset.json must parse and give every image the same kind of label, and no other
+    files may be present. Prints progress at most every `progress_seconds` and at the end.
+    Raises ValueError or FileNotFoundError when `path` is neither a zip nor a folder."""
+    files = DataFiles(path)
+    report = VerifyReport(path=files.path)
+    try:
+        image_names = sorted({n for n in files.names if is_image_name(n)})
+        report.num_images = len(image_names)
+        if not image_names:
+            report.problems.append(f"{files.path}: contains no PNG or JPEG images.")
+        report.problems += _member_problems(files)
+        shapes = _read_image_shapes(files, image_names, report.problems, progress_seconds)
+        report.image_shape, shape_problems = _shape_problems(files, shapes)
+        report.problems += shape_problems
+        _check_labels(files, image_names, report)
+    finally:
+        files.close()
+    return report
+
+
+def _member_problems(files: DataFiles) -> list[str]:
+    """Problems with the file list: names stored twice in a zip, and files that are neither
+    images nor dataset.json."""
+    problems = []
+    for name, count in collections.Counter(files.names).items():
+        if count > 1:
+            problems.append(
+                f"{files.describe(name)}: {count} members of the archive have this name, so "
+                f"training would read the last one {count} times."
+            )
+        if not is_image_name(name) and name != LABELS_FILE:
+            problems.append(
+                f"{files.describe(name)}: unexpected file, neither a PNG or JPEG image nor "
+                f"{LABELS_FILE}. Training ignores it."
+            )
+    return problems
+
+
+def _read_image_shapes(
+    files: DataFiles, names: list[str], problems: list[str], progress_seconds: float
+) -> dict[str, list[int]]:
+    """Decode every image and return {name: [C, H, W]}, appending a problem for each one that
+    cannot be read or decoded."""
+    shapes = {}
+    start = last_print = time.monotonic()
+    for done, name in enumerate(names, start=1):
+        try:
+            shapes[name] = list(decode_image(files.read(name), files.describe(name)).shape)
+        except DatasetError as err:
+            problems.append(str(err))
+        now = time.monotonic()
+        if now - last_print >= progress_seconds or done == len(names):
+            rate = done / max(now - start, 1e-6)
+            print(f"{done}/{len(names)} images checked ({rate:.0f} images/s)", flush=True)
+            last_print = now
+    return shapes
+
+
+def _shape_problems(
+    files: DataFiles, shapes: dict[str, list[int]]
+) -> tuple[list[int] | None, list[str]]:
+    """Return the most common [C, H, W] and a problem for each image of another shape, plus
+    one when that shape is not square with a power-of-two side."""
+    counts = collections.Counter(tuple(shape) for shape in shapes.values())
+    if not counts:
+        return None, []
+    common, count = counts.most_common(1)[0]
+    problems = []
+    try:
+        check_square_power_of_two(list(common), files.path)
+    except ValueError as err:
+        problems.append(str(err))
+    for name, shape in shapes.items():
+        if tuple(shape) != common:
+            problems.append(
+                f"{files.describe(name)}: the image is {shape} ([C, H, W]), but {count} of "
+                f"{len(shapes)} images are {list(common)}."
+            )
+    return list(common), problems
+
+
+def _check_labels(files: DataFiles, image_names: list[str], report: VerifyReport) -> None:
+    """Check dataset.json: it parses, names only images, labels every image, and every label
+    is a class index or every label is a vector of one length."""
+    if LABELS_FILE not in files.names:
+        report.labels = f"none (no {LABELS_FILE})"
+        report.notes.append(f"{files.path} has no {LABELS_FILE}, so training sees no labels.")
+        return
+    source = files.describe(LABELS_FILE)
+    try:
+        labels = parse_labels_json(files.read(LABELS_FILE), source)
+    except ValueError as err:  # Includes DatasetError for an unreadable member.
+        report.labels = "unreadable"
+        report.problems.append(str(err))
+        return
+    if labels is None:
+        report.labels = "null (unlabeled)"
+        return
+    for name in sorted(set(labels) - set(image_names)):
+        report.problems.append(f"{source}: has a label for {name}, which is not an image.")
+    labeled = [n for n in image_names if n in labels]
+    for name in image_names:
+        if name not in labels:
+            report.problems.append(f"{files.describe(name)}: has no label in {LABELS_FILE}.")
+    report.problems += _label_kind_problems(source, labels, labeled)
+    report.labels = _describe_labels([labels[n] for n in labeled])
+
+
+def _label_kind(label: Any) -> str:
+    return "a class index" if isinstance(label, int) else f"a vector of length {len(label)}"
+
+
+def _label_kind_problems(source: str, labels: dict[str, Any], names: list[str]) -> list[str]:
+    """Return a problem for each image whose label kind differs from the most common kind,
+    unless all labels are class indices or all are vectors of one length."""
+    try:
+        labels_to_array([labels[n] for n in names], source)
+        return []
+    except ValueError:
+        pass
+    kinds = {name: _label_kind(labels[name]) for name in names}
+    common, count = collections.Counter(kinds.values()).most_common(1)[0]
+    return [
+        f"{source}: the label of {name} is {kind}, but {count} of {len(kinds)} labels are {common}."
+        for name, kind in kinds.items()
+        if kind != common
+    ]
+
+
+def _describe_labels(values: list[Any]) -> str:
+    if not values:
+        return "none"
+    if all(isinstance(v, int) for v in values):
+        return f"class indices 0..{max(values)} ({max(values) + 1} classes)"
+    return ", ".join(sorted({_label_kind(v) for v in values})).replace("a vector", "vectors")
+
+
+def print_report(report: VerifyReport, max_listed: int = MAX_LISTED_PROBLEMS) -> None:
+    """Print the summary of a VerifyReport and its first `max_listed` problems."""
+    shape = "none" if report.image_shape is None else f"{report.image_shape} ([C, H, W])"
+    print(f"Checked {report.num_images} images in {report.path}")
+    print(f"Image shape: {shape}")
+    print(f"Labels: {report.labels}")
+    for note in report.notes:
+        print(f"Note: {note}")
+    if not report.problems:
+        print("No problems found.")
+        return
+    print(f"Problems ({len(report.problems)}):")
+    for problem in report.problems[:max_listed]:
+        print(f"  {problem}")
+    if len(report.problems) > max_listed:
+        print(f"  ... and {len(report.problems) - max_listed} more.")
+
+
+def run_verify(path: str) -> None:
+    """Verify the data set at `path` and print the report. Raises click.ClickException, so the
+    exit status is 1, when the data set has a problem or cannot be opened."""
+    try:
+        report = verify_dataset(path)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    print_report(report)
+    if report.problems:
+        raise click.ClickException(
+            f"{path} has {len(report.problems)} problem(s), listed above. Re-create the data "
+            f"set from the source images with dataset_tool.py --source --dest."
+        )
+
+
+# ----------------------------------------------------------------------------
 # Command line.
 
 
@@ -692,7 +895,6 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
 @click.option(
     "--source",
     metavar="PATH",
-    required=True,
     help="Input: a folder or .zip of PNG/JPEG images (labels from its dataset.json), an IDX "
     "images file such as train-images-idx3-ubyte[.gz] (labels from the *-labels-idx1-ubyte[.gz] "
     "file beside it), or cifar-10-python.tar.gz or cifar-100-python.tar.gz (the training "
@@ -701,7 +903,6 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
 @click.option(
     "--dest",
     metavar="PATH",
-    required=True,
     help="Output: a .zip file or an empty folder. Existing data is never overwritten",
 )
 @click.option(
@@ -729,21 +930,52 @@ def _mismatch_message(first: tuple[str, tuple[int, int, str]], source: str, shap
     help="Labels of a CIFAR-100 source: fine (100 classes) or coarse (20 superclasses)  "
     "[default: fine]",
 )
+@click.option(
+    "--verify",
+    metavar="PATH",
+    help="Check an existing data set (a zip or folder in the training format) instead of "
+    "converting: every image decodes with one size and channel count, dataset.json labels "
+    "every image, and no other files are present. Exits with status 1 on any problem",
+)
 def main(
-    source: str,
-    dest: str,
+    source: str | None,
+    dest: str | None,
     max_images: int | None,
     transform: str | None,
     resolution: str | None,
     cifar100_labels: str | None,
+    verify: str | None,
 ) -> None:
     """Convert an image collection into a data set for training: PNG images and a
-    dataset.json with labels, in a zip or folder.
+    dataset.json with labels, in a zip or folder. With --verify, check a data set instead.
 
     When only some images of a folder or zip source have a label in its dataset.json, the tool
     prints how many are unlabeled with their first names, and writes labels null (no labels)
     rather than partial labels.
     """
+    conversion_options = {
+        "--source": source,
+        "--dest": dest,
+        "--max-images": max_images,
+        "--transform": transform,
+        "--resolution": resolution,
+        "--cifar100-labels": cifar100_labels,
+    }
+    if verify is not None:
+        conflicting = [flag for flag, value in conversion_options.items() if value is not None]
+        if conflicting:
+            raise click.UsageError(
+                f"--verify takes no other options. Remove {', '.join(conflicting)} to check "
+                f"{verify}, or remove --verify to convert."
+            )
+        run_verify(verify)
+        return
+    missing = [flag for flag in ("--source", "--dest") if conversion_options[flag] is None]
+    if missing:
+        raise click.UsageError(
+            f"Missing option {' and '.join(missing)}. Pass --source and --dest to convert, or "
+            f"--verify=PATH to check a data set."
+        )
     try:
         convert_dataset(
             source=source,

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import pickle
+import re
+import struct
 import zipfile
 
 import numpy as np
@@ -14,7 +16,7 @@ import PIL.Image
 import pytest
 import torch
 
-from training.dataset import ImageFolderDataset
+from training.dataset import DatasetError, ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_ZIP = os.path.join(ROOT, "data", "fashion-mnist-32x32.zip")
@@ -471,6 +473,200 @@ def test_use_labels_with_null_labels(tmp_path):
     folder = make_folder(tmp_path / "data", ["a.png"], labels={"labels": None})
     with pytest.raises(ValueError, match=r"dataset\.json has labels null"):
         ImageFolderDataset(folder, use_labels=True)
+
+
+# ----------------------------------------------------------------------------
+# Damaged files: the error names the archive and member (or the file) and suggests --verify.
+
+
+def png_bytes(array):
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_zip(path, members, compression=zipfile.ZIP_STORED):
+    """Write a zip of {name: bytes}, in the dict's order."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+def flip_member_byte(zip_path, name, position):
+    """Invert one byte of a member's stored (possibly compressed) data in place, so the data
+    no longer matches the CRC-32 that the archive records."""
+    with zipfile.ZipFile(zip_path) as archive:
+        info = archive.getinfo(name)
+    with open(zip_path, "r+b") as f:
+        f.seek(info.header_offset + 26)  # File name and extra field lengths of the local header.
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_length + extra_length + position)
+        value = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([value ^ 0xFF]))
+
+
+def load_all(path):
+    """Open a dataset and load every image, as training does over an epoch."""
+    dataset = ImageFolderDataset(path)
+    for idx in range(len(dataset)):
+        dataset[idx]
+    return dataset
+
+
+# 64x64 images have headers far from the end of the file, so a damaged tail passes the
+# header check at construction and fails only when the image is loaded.
+GOOD_PNGS = {name: png_bytes(random_image(seed, size=64)) for seed, name in enumerate("acd")}
+BAD_MEMBERS = {
+    "truncated": (png_bytes(random_image(7, size=64))[:3000], "cannot decode the image"),
+    "garbage": (np.random.default_rng(7).bytes(500), "cannot decode the image"),
+    "wrong-size": (png_bytes(random_image(7, size=32)), r"differ in size.*b\.png is \[3, 32, 32\]"),
+    "wrong-channels": (
+        png_bytes(random_image(7, size=64, channels=1)),
+        r"differ in size or channel count.*b\.png is \[1, 64, 64\]",
+    ),
+    "mode-la": (
+        png_bytes(np.zeros((64, 64, 2), np.uint8)),
+        r"image mode 'LA' is not supported",
+    ),
+}
+
+
+def damaged_zip(tmp_path, bad_data, compression=zipfile.ZIP_STORED):
+    """A zip of a.png, b.png, c.png and d.png in which b.png contains `bad_data`."""
+    members = {"a.png": GOOD_PNGS["a"], "b.png": bad_data}
+    members.update({"c.png": GOOD_PNGS["c"], "d.png": GOOD_PNGS["d"]})
+    return write_zip(tmp_path / "damaged.zip", members, compression)
+
+
+@pytest.mark.parametrize("kind", list(BAD_MEMBERS))
+def test_damaged_zip_member_named(tmp_path, kind):
+    bad_data, problem = BAD_MEMBERS[kind]
+    path = damaged_zip(tmp_path, bad_data)
+    with pytest.raises(DatasetError) as info:
+        load_all(path)
+    message = str(info.value)
+    assert path in message
+    assert "b.png" in message
+    assert re.search(problem, message), message
+    assert f"dataset_tool.py --verify={path}" in message
+
+
+@pytest.mark.parametrize(
+    "compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"]
+)
+def test_bad_crc_member_named(tmp_path, compression):
+    path = damaged_zip(tmp_path, GOOD_PNGS["a"], compression)
+    with zipfile.ZipFile(path) as archive:
+        stored_size = archive.getinfo("b.png").compress_size
+    flip_member_byte(path, "b.png", stored_size - 100)
+    with zipfile.ZipFile(path) as archive, pytest.raises(zipfile.BadZipFile):
+        archive.read("b.png")  # The fixture: zipfile itself rejects the member.
+    dataset = ImageFolderDataset(path)  # The member's header is intact.
+    dataset[0]
+    with pytest.raises(DatasetError) as info:
+        dataset[1]
+    message = str(info.value)
+    assert message.startswith(f"{path}:b.png: cannot read the member (BadZipFile: Bad CRC-32")
+    assert "the archive is damaged" in message
+    assert f"dataset_tool.py --verify={path}" in message
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "wrong-channels"])
+def test_damaged_folder_file_named(tmp_path, kind):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, data in GOOD_PNGS.items():
+        (folder / f"{name}.png").write_bytes(data)
+    bad_data, problem = BAD_MEMBERS[kind]
+    (folder / "b.png").write_bytes(bad_data)
+    with pytest.raises(DatasetError) as info:
+        load_all(str(folder))
+    message = str(info.value)
+    assert "b.png" in message
+    assert re.search(problem, message), message
+    assert f"dataset_tool.py --verify={folder}" in message
+
+
+def test_file_removed_after_open(tmp_path):
+    folder = make_folder(tmp_path / "data", ["a.png", "b.png"])
+    dataset = ImageFolderDataset(folder)
+    os.remove(os.path.join(folder, "b.png"))
+    with pytest.raises(DatasetError, match=r"b\.png: cannot read the file .*No such file"):
+        dataset[1]
+
+
+def test_file_replaced_with_other_size(tmp_path):
+    folder = make_folder(tmp_path / "data", ["a.png", "b.png"])
+    dataset = ImageFolderDataset(folder)
+    write_png(os.path.join(folder, "b.png"), random_image(5, size=16))
+    with pytest.raises(DatasetError) as info:
+        dataset[1]
+    message = str(info.value)
+    assert message.startswith(os.path.join(folder, "b.png") + ": the image has shape [3, 16, 16]")
+    assert "images are [3, 8, 8]" in message
+
+
+def worker_error(dataset):
+    """Load every batch through two DataLoader workers; return the error's message lines."""
+    batches = iter(torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2))
+    message = None
+    try:
+        for _batch in batches:
+            pass
+    except DatasetError as err:
+        message = str(err)
+    # After a worker error, torch 2.13 leaves the iterator in a reference cycle, and stopping
+    # its workers from the garbage collector waits 5 s per worker. Stop them now instead.
+    batches._shutdown_workers()
+    assert message is not None, "no DatasetError from the DataLoader"
+    return message.splitlines()
+
+
+def test_worker_error_leads_with_member(tmp_path):
+    path = damaged_zip(tmp_path, GOOD_PNGS["a"])
+    flip_member_byte(path, "b.png", len(GOOD_PNGS["a"]) - 100)
+    lines = worker_error(ImageFolderDataset(path))
+    assert lines[0].startswith(f"{path}:b.png: cannot read the member (BadZipFile: Bad CRC-32")
+    assert lines[0].endswith("then re-create the data set with dataset_tool.py.")
+    assert re.fullmatch(
+        r"\(Raised in DataLoader worker process \d\. Its traceback follows\.\)", lines[1]
+    )
+    assert lines[2] == "Original Traceback (most recent call last):"
+
+
+def test_worker_error_names_folder_file(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, data in GOOD_PNGS.items():
+        (folder / f"{name}.png").write_bytes(data)
+    (folder / "b.png").write_bytes(BAD_MEMBERS["truncated"][0])
+    lines = worker_error(ImageFolderDataset(str(folder)))
+    assert lines[0].startswith(f"{folder / 'b.png'}: cannot decode the image")
+    assert "DataLoader worker process" in lines[1]
+
+
+def test_worker_message_moved_to_front():
+    # The text torch.utils.data builds for a worker's exception, written out by hand.
+    text = (
+        "Caught DatasetError in DataLoader worker process 3.\n"
+        "Original Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "training.dataset.DatasetError: d.zip:b.png: cannot decode the image (x). Run it.\n"
+    )
+    lines = str(DatasetError(text)).splitlines()
+    assert lines[0] == "d.zip:b.png: cannot decode the image (x). Run it."
+    assert lines[1] == "(Raised in DataLoader worker process 3. Its traceback follows.)"
+    assert lines[2:] == text.splitlines()[1:]
+
+
+def test_dataset_error_plain_message_kept():
+    assert str(DatasetError("a.png: the file is empty (0 bytes).")) == (
+        "a.png: the file is empty (0 bytes)."
+    )
+    error = pickle.loads(pickle.dumps(DatasetError("Caught nothing: a.png is bad.")))
+    assert str(error) == "Caught nothing: a.png is bad."
 
 
 # ----------------------------------------------------------------------------

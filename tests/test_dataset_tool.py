@@ -9,8 +9,10 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import tarfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
+from tests.test_dataset import flip_member_byte, png_bytes, write_zip
 from training.dataset import ImageFolderDataset
 
 
@@ -811,3 +814,244 @@ def test_tar_name_without_tar_contents(tmp_path):
     result = convert("--source", path, "--dest", tmp_path / "out.zip")
     assert result.exit_code == 1
     assert f"--source {path} is not a readable tar file" in result.output
+
+
+# ----------------------------------------------------------------------------
+# --verify: a data set in the training format, checked in one pass.
+
+IMG0, IMG1, IMG2 = (f"00000/img{idx:08d}.png" for idx in range(3))
+
+
+def verify(path):
+    return convert("--verify", path)
+
+
+@pytest.fixture
+def good_zip(tmp_path):
+    """A zip converted by dataset_tool.py: three 8x8 RGB images with class labels 0, 1, 2."""
+    arrays = {f"{idx}.png": random_image(idx) for idx in range(3)}
+    labels = {"labels": [[f"{idx}.png", idx] for idx in range(3)]}
+    source = make_folder(tmp_path / "source", arrays, labels)
+    dest = tmp_path / "good.zip"
+    assert convert("--source", source, "--dest", dest).exit_code == 0
+    return dest
+
+
+def zip_members(path):
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def rewrite_zip(path, members):
+    """Replace the zip at `path` with {name: bytes}, or a list of (name, bytes) pairs."""
+    items = members.items() if isinstance(members, dict) else members
+    os.remove(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about a repeated name.
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in items:
+                archive.writestr(name, data)
+    return str(path)
+
+
+def labels_json(entries):
+    return json.dumps({"labels": entries}).encode()
+
+
+def damage_truncated(members):
+    members[IMG1] = members[IMG1][: len(members[IMG1]) // 2]
+
+
+def damage_garbage(members):
+    members[IMG1] = np.random.default_rng(3).bytes(200)
+
+
+def damage_wrong_size(members):
+    members[IMG1] = png_bytes(random_image(3, height=16, width=16))
+
+
+def damage_wrong_channels(members):
+    members[IMG1] = png_bytes(random_image(3, channels=1))
+
+
+def damage_unexpected_file(members):
+    members["00000/notes.txt"] = b"stray"
+
+
+def damage_invalid_json(members):
+    members["dataset.json"] = b'{"labels": [['
+
+
+def damage_missing_label(members):
+    members["dataset.json"] = labels_json([[IMG0, 0], [IMG2, 2]])
+
+
+def damage_label_for_missing_image(members):
+    members["dataset.json"] = labels_json([[IMG0, 0], [IMG1, 1], [IMG2, 2], ["gone.png", 1]])
+
+
+def damage_mixed_label_kinds(members):
+    members["dataset.json"] = labels_json([[IMG0, 0], [IMG1, [0.5, 1.0]], [IMG2, 2]])
+
+
+# Each damage makes exactly one problem: (function, member named, expected text).
+DAMAGES = {
+    "truncated": (damage_truncated, IMG1, "cannot decode the image"),
+    "garbage": (damage_garbage, IMG1, "cannot decode the image"),
+    "wrong-size": (
+        damage_wrong_size,
+        IMG1,
+        r"the image is \[3, 16, 16\] \(\[C, H, W\]\), but 2 of 3 images are \[3, 8, 8\]",
+    ),
+    "wrong-channels": (damage_wrong_channels, IMG1, r"the image is \[1, 8, 8\]"),
+    "unexpected-file": (damage_unexpected_file, "00000/notes.txt", "unexpected file"),
+    "invalid-json": (damage_invalid_json, "dataset.json", "invalid JSON"),
+    "missing-label": (damage_missing_label, IMG1, "has no label in dataset.json"),
+    "label-for-missing-image": (
+        damage_label_for_missing_image,
+        "dataset.json",
+        "has a label for gone.png, which is not an image",
+    ),
+    "mixed-label-kinds": (
+        damage_mixed_label_kinds,
+        "dataset.json",
+        rf"the label of {IMG1} is a vector of length 2, but 2 of 3 labels are a class index",
+    ),
+}
+
+
+def assert_one_problem(result, location, pattern):
+    assert result.exit_code == 1, result.output
+    assert "Problems (1):" in result.output, result.output
+    problem = next(line for line in result.output.splitlines() if line.startswith("  "))
+    assert problem.startswith(f"  {location}: "), problem
+    assert re.search(pattern, problem), problem
+    assert "has 1 problem(s), listed above" in result.output
+
+
+def test_verify_good_zip(good_zip):
+    result = verify(good_zip)
+    assert result.exit_code == 0, result.output
+    assert f"Checked 3 images in {good_zip}" in result.output
+    assert "3/3 images checked (" in result.output
+    assert "Image shape: [3, 8, 8] ([C, H, W])" in result.output
+    assert "Labels: class indices 0..2 (3 classes)" in result.output
+    assert "No problems found." in result.output
+
+
+def test_verify_good_folder(tmp_path):
+    source = make_folder(tmp_path / "source", {"a.png": random_image(0, channels=1)})
+    assert convert("--source", source, "--dest", tmp_path / "out").exit_code == 0
+    result = verify(tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "Image shape: [1, 8, 8]" in result.output
+    assert "Labels: null (unlabeled)" in result.output
+
+
+def test_verify_bundled_data():
+    bundled = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+    result = verify(os.path.join(bundled, "fashion-mnist-32x32.zip"))
+    assert result.exit_code == 0, result.output
+    assert "Checked 10000 images" in result.output
+    assert "Labels: class indices 0..9 (10 classes)" in result.output
+
+
+@pytest.mark.parametrize("kind", list(DAMAGES))
+def test_verify_damaged_zip(good_zip, kind):
+    damage, member, pattern = DAMAGES[kind]
+    members = zip_members(good_zip)
+    damage(members)
+    rewrite_zip(good_zip, members)
+    assert_one_problem(verify(good_zip), f"{good_zip}:{member}", pattern)
+
+
+def test_verify_bad_crc(good_zip):
+    flip_member_byte(good_zip, IMG1, len(zip_members(good_zip)[IMG1]) - 10)
+    pattern = r"cannot read the member \(BadZipFile: Bad CRC-32"
+    assert_one_problem(verify(good_zip), f"{good_zip}:{IMG1}", pattern)
+
+
+def test_verify_repeated_member_name(good_zip):
+    members = list(zip_members(good_zip).items())
+    rewrite_zip(good_zip, members + [members[1]])
+    pattern = "2 members of the archive have this name"
+    assert_one_problem(verify(good_zip), f"{good_zip}:{IMG1}", pattern)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "wrong-channels", "unexpected-file"])
+def test_verify_damaged_folder(tmp_path, good_zip, kind):
+    damage, member, pattern = DAMAGES[kind]
+    members = zip_members(good_zip)
+    damage(members)
+    folder = tmp_path / "damaged"
+    for name, data in members.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    assert_one_problem(verify(folder), str(folder / member), pattern)
+
+
+def test_verify_non_power_of_two(tmp_path):
+    members = {f"{idx}.png": png_bytes(random_image(idx, 12, 12)) for idx in range(2)}
+    path = write_zip(tmp_path / "odd.zip", members)
+    pattern = "images are 12x12, but they must be square with a power-of-two side"
+    assert_one_problem(verify(path), path, pattern)
+
+
+def test_verify_no_images(tmp_path):
+    path = write_zip(tmp_path / "empty.zip", {"dataset.json": labels_json(None)})
+    assert_one_problem(verify(path), path, "contains no PNG or JPEG images")
+
+
+def test_verify_without_labels_file_passes(tmp_path):
+    path = write_zip(tmp_path / "plain.zip", {"a.png": png_bytes(random_image(0))})
+    result = verify(path)
+    assert result.exit_code == 0, result.output
+    assert f"Note: {path} has no dataset.json, so training sees no labels." in result.output
+
+
+def test_verify_lists_first_problems_then_counts(tmp_path):
+    members = {f"{idx:02d}.png": b"garbage" for idx in range(25)}
+    members["ok.png"] = png_bytes(random_image(0))
+    result = verify(write_zip(tmp_path / "bad.zip", members))
+    assert result.exit_code == 1
+    listed = [line for line in result.output.splitlines() if "cannot decode" in line]
+    assert len(listed) == 20
+    assert listed[0].startswith(f"  {tmp_path / 'bad.zip'}:00.png: ")
+    assert listed[-1].startswith(f"  {tmp_path / 'bad.zip'}:19.png: ")
+    assert "  ... and 5 more." in result.output
+    assert "has 25 problem(s)" in result.output
+
+
+def test_verify_progress_lines(good_zip, capsys):
+    report = dataset_tool.verify_dataset(str(good_zip), progress_seconds=0)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"{n}/3 images checked" for n in (1, 2, 3)]
+    assert all(re.fullmatch(r".* \(\d+ images/s\)", line) for line in lines)
+    assert report.problems == []
+    assert report.num_images == 3
+
+
+def test_verify_missing_path(tmp_path):
+    result = verify(tmp_path / "nope.zip")
+    assert result.exit_code == 1
+    assert "nope.zip does not exist" in result.output
+
+
+def test_verify_not_a_zip(tmp_path):
+    (tmp_path / "fake.zip").write_bytes(b"not a zip")
+    result = verify(tmp_path / "fake.zip")
+    assert result.exit_code == 1
+    assert "fake.zip is not a valid zip file" in result.output
+
+
+def test_verify_with_conversion_options(tmp_path, good_zip):
+    result = convert("--verify", good_zip, "--source", tmp_path, "--max-images", 2)
+    assert result.exit_code == 2
+    assert "--verify takes no other options. Remove --source, --max-images" in result.output
+
+
+def test_no_source_dest_or_verify():
+    result = convert()
+    assert result.exit_code == 2
+    assert "Missing option --source and --dest" in result.output
+    assert "--verify=PATH" in result.output

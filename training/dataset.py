@@ -16,6 +16,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,39 @@ CONVERT_HINT = "Convert the data with dataset_tool.py"
 def is_image_name(name: str) -> bool:
     """True for a file name ending in .png, .jpg or .jpeg (any case)."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def verify_advice(path: str) -> str:
+    """Return the advice that error messages about a bad file in the dataset at `path` end with."""
+    return (
+        f"Run python dataset_tool.py --verify={path} to list every bad file, then re-create the "
+        f"data set with dataset_tool.py."
+    )
+
+
+class DatasetError(ValueError):
+    """Error for a dataset file that cannot be read or decoded, or that does not match the other
+    images. The message starts with the file: a folder path or 'archive.zip:member'."""
+
+    def __init__(self, message: str):
+        super().__init__(_lead_with_worker_message(message, type(self).__name__))
+
+
+def _lead_with_worker_message(text: str, class_name: str) -> str:
+    """Move the original message of an error re-raised from a DataLoader worker to the front.
+
+    torch.utils.data (ExceptionWrapper.reraise in torch/_utils.py, torch 2.13) re-raises a
+    worker's exception in the main process as exc_type(text), where text is "Caught
+    DatasetError in DataLoader worker process N.\nOriginal Traceback ..." and the original
+    message comes last. Any other text is returned unchanged."""
+    prefix = f"Caught {class_name} "
+    header, _, rest = text.partition("\n")
+    marker = f"{class_name}: "
+    if not (text.startswith(prefix) and rest.startswith("Original Traceback") and marker in rest):
+        return text
+    original = rest[rest.rindex(marker) + len(marker) :].strip()
+    where = header[len(prefix) :].rstrip(".")
+    return f"{original}\n(Raised {where}. Its traceback follows.)\n{rest}"
 
 
 # ----------------------------------------------------------------------------
@@ -111,17 +145,24 @@ def labels_to_array(labels: list[Any], source: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-# Image decoding, shared with dataset_tool.py.
+# Image decoding, shared with dataset_tool.py. The errors name `source` and the fault, and the
+# callers append what to do about it.
+
+_MODE_CHANNELS = {"L": 1, "RGB": 3}
+
+
+def _unsupported_mode(mode: str, source: str) -> DatasetError:
+    return DatasetError(
+        f"{source}: image mode {mode!r} is not supported, because images must be RGB or "
+        f"grayscale (L). Convert it to RGB or L."
+    )
 
 
 def image_to_array(image: PIL.Image.Image, source: str) -> np.ndarray:
-    """Convert a decoded L or RGB image to uint8 [C, H, W]. Raises ValueError naming `source`
+    """Convert a decoded L or RGB image to uint8 [C, H, W]. Raises DatasetError naming `source`
     for any other mode (RGBA, palette, 16-bit, CMYK, ...)."""
-    if image.mode not in ("L", "RGB"):
-        raise ValueError(
-            f"{source}: image mode {image.mode!r} is not supported, because images must be RGB or "
-            f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
-        )
+    if image.mode not in _MODE_CHANNELS:
+        raise _unsupported_mode(image.mode, source)
     array = np.asarray(image, dtype=np.uint8)  # [H, W] or [H, W, 3]
     if array.ndim == 2:
         array = array[np.newaxis]
@@ -131,38 +172,160 @@ def image_to_array(image: PIL.Image.Image, source: str) -> np.ndarray:
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Decode PNG or JPEG bytes to uint8 [C, H, W]. Raises ValueError naming `source` when the
-    file is empty, cannot be decoded or has an unsupported mode."""
+    """Decode PNG or JPEG bytes to uint8 [C, H, W]. Raises DatasetError naming `source` when the
+    file is empty, cannot be decoded (truncated or damaged) or has an unsupported mode."""
     if not data:
-        raise ValueError(f"{source}: the file is empty (0 bytes). Replace or delete it.")
+        raise DatasetError(f"{source}: the file is empty (0 bytes).")
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
             image.load()
             return image_to_array(image, source)
     except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
-        raise ValueError(
-            f"{source}: cannot decode the image ({err}). Replace or delete it."
+        raise DatasetError(
+            f"{source}: cannot decode the image ({err}), so the file is damaged or not an image."
         ) from err
 
 
 def read_image_header(data_file: Any, source: str) -> tuple[list[int], str]:
     """Read only the header of an open image file: returns ([C, H, W], mode). Raises
-    ValueError naming `source` for unreadable files and unsupported modes."""
+    DatasetError naming `source` for unreadable files and unsupported modes."""
     try:
         with PIL.Image.open(data_file) as image:
             width, height = image.size
             mode = image.mode
     except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
-        raise ValueError(
-            f"{source}: cannot decode the image ({err}). Replace or delete it."
+        raise DatasetError(
+            f"{source}: cannot decode the image ({err}), so the file is damaged or not an image."
         ) from err
-    channels = {"L": 1, "RGB": 3}.get(mode)
-    if channels is None:
-        raise ValueError(
-            f"{source}: image mode {mode!r} is not supported, because images must be RGB or "
-            f"grayscale (L). Convert it to RGB or L, for example with dataset_tool.py."
-        )
-    return [channels, height, width], mode
+    if mode not in _MODE_CHANNELS:
+        raise _unsupported_mode(mode, source)
+    return [_MODE_CHANNELS[mode], height, width], mode
+
+
+# ----------------------------------------------------------------------------
+# File access, shared with dataset_tool.py.
+
+# Exceptions that reading a damaged or missing file raises. zipfile raises BadZipFile for a
+# bad CRC-32 or local header, and EOFError or zlib.error for truncated or damaged compressed
+# data. It raises NotImplementedError for an unsupported compression method and RuntimeError
+# for an encrypted member.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+class DataFiles:
+    """The files of a dataset zip archive or folder, by '/'-separated relative name.
+
+    Each process opens its own zip handle, and pickling drops it, so a copy in a DataLoader
+    worker never shares the parent's file offset."""
+
+    def __init__(self, path: str):  # Zip archive or folder. Folders are searched recursively.
+        self.path = os.fspath(path)
+        self._zipfile: zipfile.ZipFile | None = None
+        self._zipfile_pid: int | None = None
+        if os.path.isdir(self.path):
+            self.type = "dir"
+            self.names = self._list_folder()
+        elif os.path.isfile(self.path) and self.path.lower().endswith(".zip"):
+            self.type = "zip"
+            self.names = self._list_zip()
+        elif os.path.exists(self.path):
+            raise ValueError(
+                f"Dataset path {self.path} is neither a folder nor a .zip file. {CONVERT_HINT}."
+            )
+        else:
+            raise FileNotFoundError(
+                f"Dataset path {self.path} does not exist. Check the path, or create the "
+                f"dataset with dataset_tool.py."
+            )
+
+    def _list_folder(self) -> list[str]:
+        names = []
+        for root, _dirs, files in os.walk(self.path):
+            for file_name in files:
+                full = os.path.join(root, file_name)
+                names.append(os.path.relpath(full, self.path).replace(os.sep, "/"))
+        return sorted(names)
+
+    def _list_zip(self) -> list[str]:
+        """Return every member name except folders, sorted. A name stored twice is listed twice."""
+        try:
+            return sorted(n for n in self.archive().namelist() if not n.endswith("/"))
+        except zipfile.BadZipFile as err:
+            raise ValueError(
+                f"Dataset {self.path} is not a valid zip file ({err}). {CONVERT_HINT}."
+            ) from err
+
+    def archive(self) -> zipfile.ZipFile:
+        """Return this process's open handle of the zip archive. Only for zip datasets."""
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
+            self._zipfile = zipfile.ZipFile(self.path)
+            self._zipfile_pid = os.getpid()
+        return self._zipfile
+
+    def describe(self, name: str) -> str:
+        """Location of a file for error messages: the folder path or 'archive.zip:name'."""
+        if self.type == "dir":
+            return os.path.join(self.path, name)
+        return f"{self.path}:{name}"
+
+    def open(self, name: str) -> Any:
+        """Open a file for binary reading. The caller handles _READ_ERRORS."""
+        if self.type == "dir":
+            return open(os.path.join(self.path, name), "rb")
+        return self.archive().open(name, "r")
+
+    def size(self, name: str) -> int:
+        if self.type == "dir":
+            return os.path.getsize(os.path.join(self.path, name))
+        return self.archive().getinfo(name).file_size
+
+    def read(self, name: str) -> bytes:
+        """Read a whole file, checking the CRC-32 of a zip member. Raises DatasetError naming
+        the file when it cannot be read."""
+        try:
+            with self.open(name) as f:
+                return f.read()
+        except _READ_ERRORS as err:
+            raise DatasetError(f"{self.describe(name)}: {_read_failure(self, err)}") from err
+
+    def read_header(self, name: str) -> list[int]:
+        """Read only an image's header and return its [C, H, W]. Raises DatasetError naming
+        the file when it is empty, unreadable or not an L or RGB image."""
+        source = self.describe(name)
+        try:
+            if self.size(name) == 0:
+                raise DatasetError(f"{source}: the file is empty (0 bytes).")
+            with self.open(name) as f:
+                shape, _mode = read_image_header(f, source)
+        except _READ_ERRORS as err:
+            raise DatasetError(f"{source}: {_read_failure(self, err)}") from err
+        return shape
+
+    def close(self) -> None:
+        if self._zipfile is not None and self._zipfile_pid == os.getpid():
+            self._zipfile.close()
+        self._zipfile = None
+        self._zipfile_pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _zipfile=None, _zipfile_pid=None)
+
+
+def _read_failure(files: DataFiles, err: BaseException) -> str:
+    """Describe a read failure of a file in one sentence."""
+    if files.type == "zip" and isinstance(err, KeyError):
+        return "the member is missing from the archive, which changed after it was opened."
+    if files.type == "zip" and not isinstance(err, OSError):
+        return f"cannot read the member ({type(err).__name__}: {err}), so the archive is damaged."
+    return f"cannot read the file ({err})."
 
 
 # ----------------------------------------------------------------------------
@@ -210,6 +373,14 @@ class Dataset(torch.utils.data.Dataset):
     def _load_raw_labels(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def _describe_raw(self, raw_idx: int) -> str:
+        """Location of raw image raw_idx for error messages."""
+        return f"Image {raw_idx} of {self._name}"
+
+    def _advice(self) -> str:
+        """Return the advice that error messages about a bad image end with."""
+        return f"{CONVERT_HINT} so all images match."
+
     def _get_raw_labels(self) -> np.ndarray:
         """Raw labels of all images: int64 [N] class indices, float32 [N, L] vectors, or
         float32 [N, 0] when labels are off."""
@@ -237,11 +408,12 @@ class Dataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (image uint8 [C, H, W], label float32 [label_dim])."""
-        image = self._load_raw_image(int(self._raw_idx[idx]))
+        raw_idx = int(self._raw_idx[idx])
+        image = self._load_raw_image(raw_idx)
         if list(image.shape) != self.image_shape:
-            raise ValueError(
-                f"Image {int(self._raw_idx[idx])} of {self._name} has shape {list(image.shape)}, "
-                f"expected {self.image_shape}. {CONVERT_HINT} so all images match."
+            raise DatasetError(
+                f"{self._describe_raw(raw_idx)}: the image has shape {list(image.shape)} "
+                f"([C, H, W]), but the data set's images are {self.image_shape}. {self._advice()}"
             )
         if self._xflip[idx]:
             image = image[:, :, ::-1]
@@ -324,26 +496,11 @@ class ImageFolderDataset(Dataset):
         xflip: bool = False,  # Double the length with horizontally mirrored copies.
         random_seed: int = 0,  # Seed of the permutation that picks the max_size subset.
     ):
-        self._path = os.fspath(path)
-        self._zipfile: zipfile.ZipFile | None = None
-        self._zipfile_pid: int | None = None
+        self._files = DataFiles(path)
+        self._path = self._files.path
+        self._type = self._files.type
+        self._all_names = self._files.names
         self._fingerprint: str | None = None
-
-        if os.path.isdir(self._path):
-            self._type = "dir"
-            self._all_names = self._list_folder()
-        elif os.path.isfile(self._path) and self._path.lower().endswith(".zip"):
-            self._type = "zip"
-            self._all_names = self._list_zip()
-        elif os.path.exists(self._path):
-            raise ValueError(
-                f"Dataset path {self._path} is neither a folder nor a .zip file. {CONVERT_HINT}."
-            )
-        else:
-            raise FileNotFoundError(
-                f"Dataset path {self._path} does not exist. Check the path, or create the "
-                f"dataset with dataset_tool.py."
-            )
         self._image_names = sorted(n for n in self._all_names if is_image_name(n))
         if not self._image_names:
             raise ValueError(f"No PNG or JPEG images found in {self._path}. {CONVERT_HINT}.")
@@ -370,79 +527,38 @@ class ImageFolderDataset(Dataset):
 
     # File access.
 
-    def _list_folder(self) -> list[str]:
-        names = []
-        for root, _dirs, files in os.walk(self._path):
-            for file_name in files:
-                full = os.path.join(root, file_name)
-                names.append(os.path.relpath(full, self._path).replace(os.sep, "/"))
-        return sorted(names)
-
-    def _list_zip(self) -> list[str]:
-        try:
-            return sorted(n for n in self._get_zipfile().namelist() if not n.endswith("/"))
-        except zipfile.BadZipFile as err:
-            raise ValueError(
-                f"Dataset {self._path} is not a valid zip file ({err}). {CONVERT_HINT}."
-            ) from err
-
-    def _get_zipfile(self) -> zipfile.ZipFile:
-        # A forked DataLoader worker inherits the parent's file offset, so each process opens
-        # its own handle instead of sharing one.
-        if self._zipfile is None or self._zipfile_pid != os.getpid():
-            self._zipfile = zipfile.ZipFile(self._path)
-            self._zipfile_pid = os.getpid()
-        return self._zipfile
-
-    def _open_file(self, name: str) -> Any:
-        if self._type == "dir":
-            return open(os.path.join(self._path, name), "rb")
-        return self._get_zipfile().open(name, "r")
-
-    def _file_size(self, name: str) -> int:
-        if self._type == "dir":
-            return os.path.getsize(os.path.join(self._path, name))
-        return self._get_zipfile().getinfo(name).file_size
-
     def _describe(self, name: str) -> str:
         """Location of a member for error messages: the folder path or 'archive.zip:name'."""
-        if self._type == "dir":
-            return os.path.join(self._path, name)
-        return f"{self._path}:{name}"
+        return self._files.describe(name)
+
+    def _describe_raw(self, raw_idx: int) -> str:
+        return self._describe(self._image_names[raw_idx])
+
+    def _advice(self) -> str:
+        return verify_advice(self._path)
 
     def close(self) -> None:
-        if self._zipfile is not None and self._zipfile_pid == os.getpid():
-            self._zipfile.close()
-        self._zipfile = None
-        self._zipfile_pid = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())
-        state["_zipfile"] = None
-        state["_zipfile_pid"] = None
-        return state
+        self._files.close()
 
     # Validation.
 
     def _check_images(self) -> list[int]:
-        """Read every image header and return the common [C, H, W]. Raises ValueError naming
+        """Read every image header and return the common [C, H, W]. Raises DatasetError naming
         the offending files."""
         first_name, first_shape = None, None
         for name in self._image_names:
-            if self._file_size(name) == 0:
-                raise ValueError(
-                    f"{self._describe(name)}: the file is empty (0 bytes). Replace or delete it."
-                )
-            with self._open_file(name) as f:
-                shape, _mode = read_image_header(f, self._describe(name))
+            try:
+                shape = self._files.read_header(name)
+            except DatasetError as err:
+                raise DatasetError(f"{err} {self._advice()}") from err
             if first_shape is None:
                 first_name, first_shape = name, shape
-                _check_square_power_of_two(shape, self._describe(name))
+                check_square_power_of_two(shape, self._describe(name))
             elif shape != first_shape:
-                raise ValueError(
+                raise DatasetError(
                     f"Images in {self._path} differ in size or channel count: {first_name} is "
                     f"{first_shape} and {name} is {shape} ([C, H, W]). {CONVERT_HINT} "
-                    f"--resolution to give them one size and mode."
+                    f"--resolution to give them one size and mode. {self._advice()}"
                 )
         return list(first_shape)
 
@@ -450,9 +566,10 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         name = self._image_names[raw_idx]
-        with self._open_file(name) as f:
-            data = f.read()
-        return decode_image(data, self._describe(name))  # [C, H, W]
+        try:
+            return decode_image(self._files.read(name), self._describe(name))  # [C, H, W]
+        except DatasetError as err:
+            raise DatasetError(f"{err} {self._advice()}") from err
 
     def _load_raw_labels(self) -> np.ndarray | None:
         if LABELS_FILE not in self._all_names:
@@ -471,9 +588,7 @@ class ImageFolderDataset(Dataset):
         return raw
 
     def _read_labels_file(self) -> dict[str, Any] | None:
-        with self._open_file(LABELS_FILE) as f:
-            data = f.read()
-        return parse_labels_json(data, self._describe(LABELS_FILE))
+        return parse_labels_json(self._files.read(LABELS_FILE), self._describe(LABELS_FILE))
 
     def _check_label_names(self, labels: dict[str, Any]) -> None:
         source = self._describe(LABELS_FILE)
@@ -511,11 +626,10 @@ class ImageFolderDataset(Dataset):
             digest = hashlib.sha256()
             digest.update(f"type={self._type}\n".encode())
             if self._type == "zip":
-                for info in sorted(self._get_zipfile().infolist(), key=lambda i: i.filename):
+                for info in sorted(self._files.archive().infolist(), key=lambda i: i.filename):
                     digest.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
             for name in self._fingerprint_names():
-                with self._open_file(name) as f:
-                    data = f.read()
+                data = self._files.read(name)
                 digest.update(f"{name}\0{len(data)}\0".encode())
                 digest.update(hashlib.sha256(data).digest())
             self._fingerprint = digest.hexdigest()
@@ -529,7 +643,9 @@ class ImageFolderDataset(Dataset):
         return names
 
 
-def _check_square_power_of_two(shape: list[int], source: str) -> None:
+def check_square_power_of_two(shape: list[int], source: str) -> None:
+    """Raise ValueError naming `source` unless the [C, H, W] images are square with a
+    power-of-two side."""
     _channels, height, width = shape
     if height != width or height < 1 or (height & (height - 1)) != 0:
         raise ValueError(
