@@ -120,7 +120,7 @@ def launch_torchrun_rank(
         if c.num_gpus > 1:
             outcome = misc.broadcast_object(outcome, phase="setup")
         if outcome[0] == "error":
-            raise click.ClickException(f"Rank 0 could not create the run directory: {outcome[1]}")
+            raise click.ClickException(f"Rank 0 failed to create the run directory: {outcome[1]}")
         c.run_dir = outcome[1]
         log_path = os.path.join(c.run_dir, "log.txt") if dist_env.rank == 0 else None
         logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
