@@ -264,7 +264,8 @@ def seed_round_rngs(seed: int, device: torch.device) -> None:
     inputs, style mixing and the augmentation pipe draw from."""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
-        torch.cuda.default_generators[device.index].manual_seed(seed)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None):
@@ -454,9 +455,9 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> No
 
     A metric that fails is reported with its error and traceback, and training goes on: the
     snapshot is already written, and a lost metric can be computed later with calc_metrics.py.
-    In a multi-process run a RuntimeError ends training with a CollectiveError instead: the
-    metrics gather features from every rank, so a rank that failed, or that waits for one
-    that failed, can no longer meet the others at the same collectives.
+    In a multi-process run a RuntimeError ends training with a CollectiveError instead. The
+    metrics gather features from every rank, so after a failure on one rank the ranks no
+    longer reach the same collectives.
     """
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
@@ -774,8 +775,8 @@ def run_step(phases, loss, batch, state, num_gpus, random_seed=None, rank=0):
     """Run every phase due at state.batch_idx on one minibatch.
 
     With random_seed, torch's global generators are seeded before each round from
-    (random_seed, batch_idx, phase, global round index), so the loss's own randomness (G's
-    noise inputs, style mixing, path-length noise, augmentation) of a round does not depend
+    (random_seed, batch_idx, phase, global round index). So the loss's own randomness of a
+    round (G's noise inputs, style mixing, path-length noise, augmentation) does not depend
     on the number of ranks either.
     """
     real_img, real_c, all_gen_z, all_gen_c = batch
