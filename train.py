@@ -31,18 +31,28 @@ from training.augment import AUGPIPE_SPECS
 # Process launch.
 
 
+# Entries of the run configuration that only the launcher reads.
+LAUNCH_ONLY_KEYS = ("run_dir_name", "device_type", "dist_timeout")
+
+
 def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
     """Set up logging and torch.distributed for one process, then run the training loop."""
     log_path = os.path.join(c.run_dir, "log.txt") if rank == 0 else None
     logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
     try:
-        device = misc.init_process(rank, c.num_gpus, c.device_type, temp_dir)
-        kwargs = {k: v for k, v in c.items() if k not in ("run_dir_name", "device_type")}
-        training_loop.training_loop(rank=rank, device=device, **kwargs)
+        device = misc.init_process(
+            rank, c.num_gpus, c.device_type, temp_dir, timeout_min=c.dist_timeout
+        )
+        run_training_loop(rank, device, c)
     finally:
         if c.num_gpus > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         logger.close()
+
+
+def run_training_loop(rank: int, device: torch.device, c: dnnlib.EasyDict) -> None:
+    kwargs = {k: v for k, v in c.items() if k not in LAUNCH_ONLY_KEYS}
+    training_loop.training_loop(rank=rank, device=device, **kwargs)
 
 
 def next_run_dir(outdir: str, desc: str) -> str:
@@ -58,6 +68,74 @@ def next_run_dir(outdir: str, desc: str) -> str:
 
 
 def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -> None:
+    """Create the run directory and start the training processes: one per --gpus, spawned
+    here, or under torchrun this process as one rank."""
+    dist_env = misc.torchrun_env()
+    if dist_env is not None:
+        launch_torchrun_rank(c, desc, outdir, dry_run, dist_env)
+        return
+    create_run_dir(c, desc, outdir, dry_run)
+    if dry_run:
+        return
+
+    print("Launching processes...")
+    torch.multiprocessing.set_start_method("spawn", force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if c.num_gpus == 1:
+            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+        else:
+            # NOTE: one process per GPU with NCCL has not been run on GPUs yet; the same code
+            # path is tested on the CPU with gloo.
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+
+
+def launch_torchrun_rank(
+    c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, dist_env: dnnlib.EasyDict
+) -> None:
+    """Run this process as rank dist_env.rank of a torchrun job (env:// rendezvous).
+
+    Rank 0 alone chooses and creates the run directory and writes into it. It sends the
+    path, or the error that stopped it, to the other ranks.
+    """
+    if dry_run:
+        if dist_env.rank == 0:
+            create_run_dir(c, desc, outdir, dry_run=True)
+        return
+    device = misc.init_process(
+        dist_env.rank,
+        c.num_gpus,
+        c.device_type,
+        temp_dir=None,
+        timeout_min=c.dist_timeout,
+        local_rank=dist_env.local_rank,
+    )
+    try:
+        outcome = None
+        if dist_env.rank == 0:
+            try:
+                create_run_dir(c, desc, outdir, dry_run=False)
+                outcome = ("ok", c.run_dir)
+            except (OSError, click.ClickException) as err:
+                outcome = ("error", str(err))
+        if c.num_gpus > 1:
+            outcome = misc.broadcast_object(outcome, phase="setup")
+        if outcome[0] == "error":
+            raise click.ClickException(f"Rank 0 failed to create the run directory: {outcome[1]}")
+        c.run_dir = outcome[1]
+        log_path = os.path.join(c.run_dir, "log.txt") if dist_env.rank == 0 else None
+        logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
+        try:
+            run_training_loop(dist_env.rank, device, c)
+        finally:
+            logger.close()
+    finally:
+        if c.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def create_run_dir(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -> None:
+    """Choose the run directory, print the options and, unless dry_run, create the directory
+    with training_options.json in it."""
     c.run_dir = next_run_dir(outdir, desc)
     if os.path.exists(c.run_dir):
         raise click.ClickException(
@@ -90,15 +168,6 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
     os.makedirs(c.run_dir)
     with dnnlib.util.atomic_write(os.path.join(c.run_dir, "training_options.json"), "w") as f:
         json.dump(c, f, indent=2)
-
-    print("Launching processes...")
-    torch.multiprocessing.set_start_method("spawn", force=True)
-    with tempfile.TemporaryDirectory() as temp_dir:
-        if c.num_gpus == 1:
-            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
-        else:
-            # NOTE: the multi-GPU path (one process per GPU, NCCL) has not been run on GPUs yet.
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
 
 
 def describe_augmentation(c: dnnlib.EasyDict) -> str:
@@ -266,6 +335,37 @@ def check_config_options(opts: dnnlib.EasyDict) -> None:
         )
 
 
+def resolve_process_count(opts: dnnlib.EasyDict) -> None:
+    """Set opts.gpus, taking it from torchrun's WORLD_SIZE under torchrun, and check that
+    this rank's CUDA device exists."""
+    try:
+        dist_env = misc.torchrun_env()
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    if dist_env is None:
+        if opts.gpus is None:
+            raise click.ClickException(
+                "Missing option '--gpus' (the number of processes); it may be left out only "
+                "under torchrun, which sets WORLD_SIZE"
+            )
+        device_index = opts.gpus - 1  # The highest of the spawned ranks.
+    else:
+        if opts.gpus is not None and opts.gpus != dist_env.world_size:
+            raise click.ClickException(
+                f"--gpus={opts.gpus} disagrees with torchrun's WORLD_SIZE={dist_env.world_size}"
+                f"; leave out --gpus under torchrun or make it equal the total number of "
+                f"processes (--nnodes times --nproc-per-node)"
+            )
+        opts.gpus = dist_env.world_size
+        device_index = dist_env.local_rank
+    if opts.device == "cuda" and device_index >= torch.cuda.device_count():
+        raise click.ClickException(
+            f"--gpus={opts.gpus}: process {device_index} needs CUDA device {device_index}, "
+            f"but only {torch.cuda.device_count()} exist on this machine; lower --gpus "
+            f"(or --nproc-per-node under torchrun)"
+        )
+
+
 def validate_options(opts: dnnlib.EasyDict) -> None:
     """Reject option values that cannot work, naming the flag and the legal values."""
     check_config_options(opts)
@@ -279,10 +379,6 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
     if opts.cfg != "biggan" and batch_gpu % opts.mbstd_group != 0:
         raise click.ClickException(
             f"--batch-gpu={batch_gpu} (per-process batch) must be a multiple of --mbstd-group={opts.mbstd_group}"
-        )
-    if opts.device == "cpu" and opts.gpus > 1:
-        raise click.ClickException(
-            f"--gpus={opts.gpus} with --device=cpu is not supported yet; use --gpus=1 on CPU"
         )
     if (opts.dmd or opts.dmd_diagnostics) and opts.dmd_interval * 1000 < opts.batch:
         raise click.ClickException(
@@ -328,6 +424,7 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
 
     c.num_gpus = opts.gpus
     c.device_type = opts.device
+    c.dist_timeout = opts.dist_timeout
     c.batch_size = opts.batch
     c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
     c.metrics = opts.metrics
@@ -562,7 +659,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--outdir",       help="Where to make the run directory", metavar="DIR",              type=str, required=True)
 @click.option("--cfg",          help="Base configuration",                                          type=click.Choice(["stylegan3-t", "stylegan3-r", "stylegan2", "biggan"]), required=True)
 @click.option("--data",         help="Training data: a zip or folder made by dataset_tool.py", metavar="[ZIP|DIR]", type=str, required=True)
-@click.option("--gpus",         help="Number of GPUs (processes) to use", metavar="INT",           type=click.IntRange(min=1), required=True)
+@click.option("--gpus",         help="Number of processes (one per GPU); CPU runs use gloo  [required; default under torchrun: WORLD_SIZE]", metavar="INT", type=click.IntRange(min=1))
 @click.option("--batch",        help="Total batch size over all GPUs, in images", metavar="INT",   type=click.IntRange(min=1), required=True)
 @click.option("--gamma",        help="R1 regularization weight (StyleGAN configs; required there)", metavar="FLOAT", type=click.FloatRange(min=0))
 # Optional features.
@@ -611,6 +708,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--fp32",         help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--nobench",      help="Disable cuDNN benchmarking", metavar="BOOL",                 type=bool, default=False, show_default=True)
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--dist-timeout", help="Time limit of each collective between processes, in minutes", metavar="MIN", type=click.FloatRange(min=0, min_open=True), default=misc.DEFAULT_DIST_TIMEOUT_MIN, show_default=True)
 @click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
 # fmt: on
@@ -647,6 +745,7 @@ def main(**kwargs):
         opts.aug = "noaug"  # The BigGAN recipe trains without augmentation.
     opts.metrics = [m for m in opts.metrics if m.lower() != "none"]
     opts.device = resolve_device(opts.device)
+    resolve_process_count(opts)
     validate_options(opts)
     resolve_detector_early(opts)
     c, desc = build_config(opts)

@@ -69,7 +69,6 @@ def base_args(outdir, data):
         (["--resume=/nonexistent/snap.pkl"], "--resume=/nonexistent/snap.pkl: file not found"),
         (["--dmd=1", "--dmd-layers=7"], "--dmd-layers"),
         (["--dmd=1", "--dmd-layers=a,b"], "--dmd-layers"),
-        (["--gpus=2", "--batch=8"], "--gpus=2 with --device=cpu is not supported"),
         (["--dmd=1", "--dmd-interval=0.004"], "--dmd-interval=0.004 kimg is shorter than one"),
         (["--target=nan"], "--target=nan is not a number in [0, 1]"),
         (["--aug=fixed", "--p=nan"], "--p=nan is not a number in [0, 1]"),

@@ -1,6 +1,7 @@
 """Helpers for tensors, modules, distributed training and data sampling."""
 
 import contextlib
+import datetime
 import os
 import re
 import warnings
@@ -100,8 +101,11 @@ def profiled_function(fn):
 class InfiniteSampler(torch.utils.data.Sampler):
     """Endless stream of dataset indices for one rank of a data-parallel job.
 
-    Every rank draws the same global stream from numpy.random.RandomState(seed) and keeps
-    every num_replicas-th index starting at `rank`, so ranks see disjoint parts of it. Each
+    Every rank draws the same global stream from numpy.random.RandomState(seed). The stream
+    is cut into chunks of chunk_size indices, and rank r keeps chunks r, r + num_replicas,
+    r + 2 * num_replicas, ..., so ranks see disjoint parts of it. With chunk_size equal to
+    the per-rank batch, rank r's batch holds positions [r * chunk_size, (r + 1) * chunk_size)
+    of the global batch, whatever the number of ranks. Each
     pass of the global stream over the dataset contains every index exactly once. After an
     index is emitted, it is swapped with a random earlier position of the same pass, at
     most window_size * len(dataset) - 1 positions back, so the next pass comes in a new
@@ -116,6 +120,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         shuffle: bool = True,  # False yields 0, 1, 2, ... forever.
         seed: int = 0,  # Seed of the shuffling RandomState.
         window_size: float = 0.5,  # Swap window as a fraction of the dataset; 0 disables it.
+        chunk_size: int = 1,  # Consecutive stream positions given to one rank in turn.
     ):
         if len(dataset) <= 0:
             raise ValueError("InfiniteSampler: the dataset is empty")
@@ -125,6 +130,8 @@ class InfiniteSampler(torch.utils.data.Sampler):
             raise ValueError(f"InfiniteSampler: rank={rank!r} must be in [0, {num_replicas})")
         if not 0 <= window_size <= 1:
             raise ValueError(f"InfiniteSampler: window_size={window_size!r} must be in [0, 1]")
+        if not (isinstance(chunk_size, int) and chunk_size >= 1):
+            raise ValueError(f"InfiniteSampler: chunk_size={chunk_size!r} must be >= 1")
         super().__init__()
         self.dataset = dataset
         self.rank = rank
@@ -132,6 +139,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.window_size = window_size
+        self.chunk_size = chunk_size
 
     def __iter__(self) -> Iterator[int]:
         order = np.arange(len(self.dataset))
@@ -145,7 +153,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         step = 0
         while True:
             pos = step % order.size
-            if step % self.num_replicas == self.rank:
+            if (step // self.chunk_size) % self.num_replicas == self.rank:
                 yield int(order[pos])
             if window >= 2:
                 # Swap only with emitted positions, so the rest of this pass is unchanged.
@@ -322,20 +330,114 @@ def _print_table(rows: list[list[str]]) -> None:
 # ----------------------------------------------------------------------------
 # Process set-up.
 
+DEFAULT_DIST_TIMEOUT_MIN = 30.0  # Minutes a collective may wait before it fails.
+_dist_timeout_min = DEFAULT_DIST_TIMEOUT_MIN  # Set by init_process(), quoted in error messages.
 
-def init_process(rank: int, num_gpus: int, device_type: str, temp_dir: str) -> torch.device:
-    """Join the process group of `num_gpus` processes (when more than one) and return this
-    rank's device: cuda:<rank> for device_type 'cuda', else the CPU.
 
-    The group meets through a file in `temp_dir` and uses NCCL on CUDA and gloo on the CPU.
-    """
-    if num_gpus > 1:
-        init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        torch.distributed.init_process_group(
-            backend=backend, init_method=f"file://{init_file}", rank=rank, world_size=num_gpus
+def torchrun_env() -> EasyDict | None:
+    """Return rank, world_size and local_rank from torchrun's environment variables, or None
+    when RANK and WORLD_SIZE are not both set (a process not started by torchrun)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    values = EasyDict()
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = os.environ.get(key, "0" if key == "LOCAL_RANK" else "")
+        try:
+            values[key.lower()] = int(text)
+        except ValueError:
+            raise ValueError(
+                f"Environment variable {key}={text!r} is not an integer; torchrun sets RANK, "
+                f"WORLD_SIZE and LOCAL_RANK, so unset them when not running under torchrun"
+            ) from None
+    if not 0 <= values.rank < values.world_size:
+        raise ValueError(
+            f"Environment variables RANK={values.rank} and WORLD_SIZE={values.world_size} are "
+            f"inconsistent: RANK must be in [0, WORLD_SIZE)"
         )
-    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    return values
+
+
+def init_process(
+    rank: int,
+    num_gpus: int,
+    device_type: str,
+    temp_dir: str | None,
+    timeout_min: float = DEFAULT_DIST_TIMEOUT_MIN,  # Limit of every collective, in minutes.
+    local_rank: int | None = None,  # CUDA device index. None = rank (one machine).
+) -> torch.device:
+    """Join the process group of `num_gpus` processes (when more than one) and return this
+    rank's device: cuda:<local_rank> for device_type 'cuda', else the CPU.
+
+    The group meets through a file in `temp_dir`, or through torchrun's MASTER_ADDR and
+    MASTER_PORT (env://) when temp_dir is None. It uses NCCL on CUDA and gloo on the CPU.
+    """
+    global _dist_timeout_min
+    _dist_timeout_min = float(timeout_min)
+    local_rank = rank if local_rank is None else local_rank
+    device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
+        # Before the NCCL group, so its communicator binds to this rank's GPU.
         torch.cuda.set_device(device)
+    if num_gpus > 1:
+        if temp_dir is None:
+            init_method = "env://"
+        else:
+            init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
+            init_method = f"file://{init_file}"
+        torch.distributed.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method=init_method,
+            rank=rank,
+            world_size=num_gpus,
+            timeout=datetime.timedelta(minutes=timeout_min),
+        )
     return device
+
+
+class CollectiveError(RuntimeError):
+    """A torch.distributed collective failed or timed out; the message names the rank, the
+    training phase and the kimg at which it happened."""
+
+    def __init__(self, message: str, rank: int, phase: str, kimg: float):
+        super().__init__(message)
+        self.rank = rank
+        self.phase = phase
+        self.kimg = kimg
+
+
+@contextlib.contextmanager
+def collective_phase(phase: str, kimg: float) -> Iterator[None]:
+    """Run collectives inside the block, turning their RuntimeError (a timeout, a closed
+    connection to a rank that died) into a CollectiveError naming this rank, `phase` and
+    `kimg`. Without an initialized process group the block runs as it is.
+
+    Wrap only the collective calls themselves: any RuntimeError raised in the block is taken
+    for a failed collective.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        yield
+        return
+    try:
+        yield
+    except CollectiveError:
+        raise
+    except RuntimeError as err:
+        rank = torch.distributed.get_rank()
+        world_size = torch.distributed.get_world_size()
+        raise CollectiveError(
+            f"Rank {rank} of {world_size}: a collective operation in phase {phase} at kimg "
+            f"{kimg:.3f} failed or timed out (limit --dist-timeout={_dist_timeout_min:g} min). "
+            f"Another rank probably failed or stalled before reaching it; look for its error "
+            f"above. Cause: {type(err).__name__}: {err}",
+            rank=rank,
+            phase=phase,
+            kimg=kimg,
+        ) from err
+
+
+def broadcast_object(value, phase: str, kimg: float = 0.0):
+    """Return rank 0's `value` on every rank (any picklable object)."""
+    holder = [value]
+    with collective_phase(phase, kimg):
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -86,14 +86,25 @@ def generate_grid_images(G_ema, grid_z, grid_c) -> np.ndarray:
 
 
 def load_training_set(
-    training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_gpu, random_seed
+    training_set_kwargs, data_loader_kwargs, rank, num_gpus, rank_batch, random_seed
 ):
+    """Open the data and return it with an endless iterator over this rank's real images,
+    `rank_batch` (= batch_size / num_gpus) per minibatch.
+
+    Rank r's images are positions [r * rank_batch, (r + 1) * rank_batch) of each global
+    minibatch of one seeded stream, so the images of a global minibatch do not depend on
+    the number of ranks.
+    """
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     sampler = misc.InfiniteSampler(
-        dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed
+        dataset=training_set,
+        rank=rank,
+        num_replicas=num_gpus,
+        seed=random_seed,
+        chunk_size=rank_batch,
     )
     loader = torch.utils.data.DataLoader(
-        dataset=training_set, sampler=sampler, batch_size=batch_gpu, **data_loader_kwargs
+        dataset=training_set, sampler=sampler, batch_size=rank_batch, **data_loader_kwargs
     )
     return training_set, iter(loader)
 
@@ -195,37 +206,85 @@ def restore_optimizer_states(phases, states: dict, source: str) -> None:
 # One training step.
 
 
-def fetch_minibatch(
-    training_set_iterator, training_set, phases, batch_size, batch_gpu, G, device, rnd
-):
-    """Fetch real images [batch_gpu, C, H, W] chunks and draw per-phase latents and labels.
+def step_seed(random_seed: int, batch_idx: int, *keys: int) -> int:
+    """Return a seed in [0, 2^63) for minibatch `batch_idx` and the stream named by `keys`.
 
-    Real images are shared by all phases; every phase gets its own z and c, split into rounds
-    of batch_gpu. `rnd` is the loop's seeded numpy RandomState.
+    It depends on nothing else, so every rank derives the same seed for the same minibatch.
     """
+    sequence = np.random.SeedSequence([random_seed, batch_idx, *keys])
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+# Keys of the random streams derived from step_seed().
+LATENT_STREAM, LABEL_STREAM, ROUND_STREAM = 0, 1, 2
+
+
+def draw_step_latents(
+    training_set, num_phases, batch_size, z_dim, random_seed, batch_idx, rank, num_gpus
+):
+    """Draw this rank's z [num_phases, batch_size / num_gpus, z_dim] and labels
+    [num_phases, batch_size / num_gpus, c_dim] on the CPU.
+
+    Every rank draws the whole global minibatch from generators seeded with (random_seed,
+    batch_idx) and keeps its own slice, so the sample at global position j of a minibatch
+    gets the same z and label for any number of ranks.
+    """
+    rank_batch = batch_size // num_gpus
+    own = slice(rank * rank_batch, (rank + 1) * rank_batch)
+    generator = torch.Generator().manual_seed(step_seed(random_seed, batch_idx, LATENT_STREAM))
+    z = torch.randn([num_phases, batch_size, z_dim], generator=generator)[:, own]
+    rng = np.random.default_rng(step_seed(random_seed, batch_idx, LABEL_STREAM))
+    label_idx = rng.integers(len(training_set), size=[num_phases, batch_size])[:, own]
+    labels = [training_set.get_label(int(i)) for i in label_idx.flat]
+    c = torch.from_numpy(np.stack(labels).reshape([num_phases, rank_batch, *labels[0].shape]))
+    return z.contiguous(), c
+
+
+def fetch_minibatch(
+    training_set_iterator, training_set, num_phases, batch_size, batch_gpu, G, device,
+    random_seed, batch_idx, rank=0, num_gpus=1,
+):  # fmt: skip
+    """Fetch this rank's real images and draw its per-phase latents and labels, all split
+    into rounds of batch_gpu: real_img [batch_gpu, C, H, W] chunks shared by all phases, and
+    per phase its own z and c chunks."""
     real_img, real_c = next(training_set_iterator)
     real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
     real_c = real_c.to(device).split(batch_gpu)
 
-    num_phases = len(phases)
-    all_gen_z = torch.randn([num_phases * batch_size, G.z_dim], device=device)
-    all_gen_z = [phase_z.split(batch_gpu) for phase_z in all_gen_z.split(batch_size)]
-    label_idx = rnd.randint(len(training_set), size=num_phases * batch_size)
-    all_gen_c = np.stack([training_set.get_label(int(i)) for i in label_idx])
-    all_gen_c = torch.from_numpy(all_gen_c).to(device)
-    all_gen_c = [phase_c.split(batch_gpu) for phase_c in all_gen_c.split(batch_size)]
+    z, c = draw_step_latents(
+        training_set, num_phases, batch_size, G.z_dim, random_seed, batch_idx, rank, num_gpus
+    )
+    all_gen_z = [phase_z.to(device).split(batch_gpu) for phase_z in z]
+    all_gen_c = [phase_c.to(device).split(batch_gpu) for phase_c in c]
     return real_img, real_c, all_gen_z, all_gen_c
 
 
-def run_phase(phase, loss, batch, num_gpus, cur_nimg):
-    """Accumulate gradients of one phase over its rounds, then take one optimizer step."""
+def seed_round_rngs(seed: int, device: torch.device) -> None:
+    """Seed torch's global generators of the CPU and of `device`, which the loss, G's noise
+    inputs, style mixing and the augmentation pipe draw from."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None):
+    """Accumulate gradients of one phase over its rounds, average them over the rounds and
+    the ranks, then take one optimizer step.
+
+    round_seeds: one seed per round for torch's global generators, or None to leave them.
+    """
     real_img, real_c, phase_gen_z, phase_gen_c = batch
     if phase.start_event is not None:
         phase.start_event.record(torch.cuda.current_stream(real_img[0].device))
 
     phase.opt.zero_grad(set_to_none=True)
     phase.module.requires_grad_(True)
+    num_rounds = 0
     for r_img, r_c, g_z, g_c in zip(real_img, real_c, phase_gen_z, phase_gen_c):
+        if round_seeds is not None:
+            seed_round_rngs(round_seeds[num_rounds], r_img.device)
+        num_rounds += 1
         loss.accumulate_gradients(
             phase=phase.name,
             real_img=r_img,
@@ -239,15 +298,22 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg):
 
     with torch.autograd.profiler.record_function(phase.name + "_opt"):
         params = [p for p in phase.module.parameters() if p.grad is not None]
+        # Each round's loss is a mean over its images, so dividing the summed gradients by
+        # the number of rounds on all ranks gives the mean over the global minibatch.
+        num_means = max(num_rounds, 1) * num_gpus
         if num_gpus > 1 and params:
             # One all-reduce of the flattened gradients; the loss calls submodules such as
             # G.mapping directly, which DistributedDataParallel's forward wrapper would not see.
             flat = torch.cat([p.grad.flatten() for p in params])
-            torch.distributed.all_reduce(flat)
-            flat /= num_gpus
+            with misc.collective_phase(phase.name, cur_nimg / 1000):
+                torch.distributed.all_reduce(flat)
+            flat /= num_means
             torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
             for p, grad in zip(params, flat.split([p.numel() for p in params])):
                 p.grad.copy_(grad.reshape(p.shape))
+        elif num_means > 1:
+            for p in params:
+                p.grad /= num_means
         for p in params:
             # Replace NaN/Inf from rare fp16 overflows so one bad round cannot poison the weights.
             torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
@@ -389,6 +455,9 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> No
 
     A metric that fails is reported with its error and traceback, and training goes on: the
     snapshot is already written, and a lost metric can be computed later with calc_metrics.py.
+    In a multi-process run a RuntimeError ends training with a CollectiveError instead. The
+    metrics gather features from every rank, so after a failure on one rank the ranks no
+    longer reach the same collectives.
     """
     from metrics import metric_main  # Imported lazily: only runs that compute metrics need it.
 
@@ -396,11 +465,16 @@ def evaluate_metrics(ctx: dnnlib.EasyDict, snapshot_pkl: str, kimg: float) -> No
         try:
             # Metrics must not move the training's random streams: their DataLoader draws a
             # seed from torch's global generator, and only when real statistics are not cached.
-            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            with (
+                torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []),
+                misc.collective_phase("metrics", kimg),
+            ):
                 result_dict = metric_main.calc_metric(
                     metric=metric, G=ctx.G_ema, dataset_kwargs=ctx.training_set_kwargs,
                     num_gpus=ctx.num_gpus, rank=ctx.rank, device=ctx.device, **ctx.metric_kwargs,
                 )  # fmt: skip
+        except misc.CollectiveError:
+            raise
         except Exception as err:  # noqa: BLE001 - any failure of a metric must not end training
             if ctx.rank == 0:
                 report_metric_failure(ctx, metric, snapshot_pkl, kimg, err)
@@ -499,8 +573,9 @@ def training_loop(
     metric_kwargs = dict(metric_kwargs or {})
     start_time = time.time()
     device = torch.device(device)
-    rnd = np.random.RandomState(random_seed * num_gpus + rank)
-    torch.manual_seed(random_seed * num_gpus + rank)
+    # The same seed on every rank: the initial networks and all later draws do not depend on
+    # the number of ranks (the minibatch draws reseed from step_seed()).
+    torch.manual_seed(random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would change numerics vs. fp32 runs.
@@ -510,8 +585,9 @@ def training_loop(
     if rank == 0:
         print("Loading training set...")
     training_set, training_set_iterator = load_training_set(
-        training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_gpu, random_seed
-    )
+        training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_size // num_gpus,
+        random_seed,
+    )  # fmt: skip
     if rank == 0:
         print(
             f"Num images: {len(training_set)}  Image shape: {training_set.image_shape}  "
@@ -530,7 +606,8 @@ def training_loop(
     augment_pipe, ada_stats = setup_augmentation(
         augment_kwargs, augment_p, ada_target, resume_data, resume_pkl, device, rank
     )
-    broadcast_networks(G, D, G_ema, num_gpus)
+    start_nimg = int(((resume_data or {}).get("progress") or {}).get("cur_nimg", 0))
+    broadcast_networks(G, D, G_ema, num_gpus, kimg=start_nimg / 1000)
     loss = dnnlib.util.construct_class_by_name(
         device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs
     )
@@ -582,11 +659,12 @@ def training_loop(
     done = False
     while not done:
         batch = fetch_minibatch(
-            training_set_iterator, training_set, phases, batch_size, batch_gpu, G, device, rnd
-        )
+            training_set_iterator, training_set, len(phases), batch_size, batch_gpu, G, device,
+            random_seed, state.batch_idx, rank, num_gpus,
+        )  # fmt: skip
         for hook in hooks:
             hook.on_step_begin(state.cur_nimg)
-        run_step(phases, loss, batch, state, num_gpus)
+        run_step(phases, loss, batch, state, num_gpus, random_seed, rank)
         state.cur_nimg += batch_size
         state.batch_idx += 1
         update_G_ema(
@@ -594,9 +672,11 @@ def training_loop(
             ema_average_buffers,
         )  # fmt: skip
         if ada_stats is not None and state.batch_idx % ada_interval == 0:
-            adjust_augment_p(
-                augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
-            )
+            # Every rank takes the same step: the collector sums the signs over all ranks.
+            with misc.collective_phase("ada", state.cur_nimg / 1000):
+                adjust_augment_p(
+                    augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
+                )
         for hook in hooks:
             hook.on_step_end(state.cur_nimg)
 
@@ -670,22 +750,64 @@ def adjust_augment_p(augment_pipe, ada_stats, ada_target, batch_size, ada_interv
     augment_pipe.p.copy_(torch.as_tensor(new_p))
 
 
-def broadcast_networks(G, D, G_ema, num_gpus):
+def broadcast_networks(G, D, G_ema, num_gpus, kimg=0.0):
     """Give every rank rank 0's initial weights and buffers."""
     if num_gpus > 1:
-        for module in [G, D, G_ema]:
-            for tensor in misc.params_and_buffers(module):
-                torch.distributed.broadcast(tensor, src=0)
+        with misc.collective_phase("broadcast", kimg):
+            for module in [G, D, G_ema]:
+                for tensor in misc.params_and_buffers(module):
+                    torch.distributed.broadcast(tensor, src=0)
 
 
-def run_step(phases, loss, batch, state, num_gpus):
+def average_buffers(modules, loss, num_gpus, kimg):
+    """Replace the floating-point buffers of `modules` and the loss's pl_mean by their mean
+    over the ranks.
+
+    Running averages such as w_avg, magnitude_ema and batch-norm statistics move with each
+    rank's own images. They are linear in those images, so averaging them once per tick
+    gives the values of averaging after every minibatch. The mean is taken in float64, where
+    a sum of N equal float32 values divided by N is exact, so buffers that are already equal
+    on all ranks (filters, noise_const, spectral-norm vectors) do not change.
+    """
+    if num_gpus <= 1:
+        return
+    tensors = [b for module in modules for b in module.buffers() if b.is_floating_point()]
+    if isinstance(getattr(loss, "pl_mean", None), torch.Tensor):
+        tensors.append(loss.pl_mean)
+    if not tensors:
+        return
+    flat = torch.cat([t.detach().flatten().to(torch.float64) for t in tensors])
+    with misc.collective_phase("buffers", kimg):
+        torch.distributed.all_reduce(flat)
+    flat /= num_gpus
+    with torch.no_grad():
+        for t, values in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(values.reshape(t.shape))
+
+
+def run_step(phases, loss, batch, state, num_gpus, random_seed=None, rank=0):
+    """Run every phase due at state.batch_idx on one minibatch.
+
+    With random_seed, torch's global generators are seeded before each round from
+    (random_seed, batch_idx, phase, global round index). So the loss's own randomness of a
+    round (G's noise inputs, style mixing, path-length noise, augmentation) does not depend
+    on the number of ranks either.
+    """
     real_img, real_c, all_gen_z, all_gen_c = batch
-    for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+    num_rounds = len(real_img)
+    for phase_idx, (phase, phase_gen_z, phase_gen_c) in enumerate(
+        zip(phases, all_gen_z, all_gen_c)
+    ):
         if state.batch_idx % (phase.interval * phase.get("every", 1)) != 0:
             continue
-        run_phase(
-            phase, loss, (real_img, real_c, phase_gen_z, phase_gen_c), num_gpus, state.cur_nimg
-        )
+        round_seeds = None
+        if random_seed is not None:
+            round_seeds = [
+                step_seed(random_seed, state.batch_idx, ROUND_STREAM, phase_idx, global_round)
+                for global_round in range(rank * num_rounds, (rank + 1) * num_rounds)
+            ]
+        phase_batch = (real_img, real_c, phase_gen_z, phase_gen_c)
+        run_phase(phase, loss, phase_batch, num_gpus, state.cur_nimg, round_seeds)
 
 
 def restore_progress(resume_data, phases, loss, resume_pkl, rank):
@@ -731,6 +853,7 @@ def export_initial_grids(run_dir, training_set, G_ema, batch_gpu, random_seed, d
 
 def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
     """Print the status line, write grids, snapshots and metrics; return True to stop."""
+    average_buffers([ctx.G, ctx.D, ctx.G_ema], ctx.loss, ctx.num_gpus, state.cur_nimg / 1000)
     fields, tick_end_time = tick_fields(
         state.cur_tick, state.cur_nimg, state.start_time, state.tick_start_time,
         state.tick_start_nimg, state.maintenance_time, ctx.device,
@@ -766,7 +889,8 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
 
     # Collect statistics and start the next tick.
     timestamp = time.time()
-    ctx.reporter.write(state.cur_nimg, timestamp)
+    with misc.collective_phase("stats", state.cur_nimg / 1000):
+        ctx.reporter.write(state.cur_nimg, timestamp)
     state.cur_tick += 1
     state.tick_start_nimg = state.cur_nimg
     state.tick_start_time = time.time()
