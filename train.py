@@ -24,7 +24,7 @@ from click.core import ParameterSource
 
 import dnnlib
 from torch_utils import misc
-from training import training_loop
+from training import faults, training_loop
 from training.augment import AUGPIPE_SPECS
 
 # ----------------------------------------------------------------------------
@@ -39,6 +39,11 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
         device = misc.init_process(rank, c.num_gpus, c.device_type, temp_dir)
         kwargs = {k: v for k, v in c.items() if k not in ("run_dir_name", "device_type")}
         training_loop.training_loop(rank=rank, device=device, **kwargs)
+    except faults.TrainingStopped as err:
+        # Every rank stops at the same step; rank 0 prints the reason, also into log.txt.
+        if rank == 0:
+            print(f"\nError: {err}", flush=True)
+        raise SystemExit(1) from None
     finally:
         if c.num_gpus > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -293,7 +298,10 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
         if not np.isfinite(opts[name]):
             raise click.ClickException(f"--{name}={opts[name]} is not a number in [0, 1]")
     if opts.resume is not None and not os.path.isfile(opts.resume):
-        raise click.ClickException(f"--resume={opts.resume}: file not found")
+        raise click.ClickException(
+            f"--resume={opts.resume}: file not found; give a snapshot file, a run directory "
+            f"or 'latest'"
+        )
     from metrics import metric_main
 
     for metric in opts.metrics:
@@ -339,6 +347,7 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
     c.cudnn_benchmark = not opts.nobench
+    c.nan_policy = opts.nan_policy
 
     if opts.cfg == "biggan":
         add_biggan_recipe(c, opts)
@@ -356,7 +365,6 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
 
     if opts.resume is not None:
         c.resume_pkl = os.path.abspath(opts.resume)
-        c.ema_rampup = None  # A resumed G_ema is already a good average.
         if "blur_init_sigma" in c.loss_kwargs:
             c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
 
@@ -530,6 +538,11 @@ def check_resume(c: dnnlib.EasyDict) -> None:
             # ADA starts again from p = 0, so let p find its level quickly, as upstream does
             # on every resume. A snapshot with a pipe gives its p back, at the normal speed.
             c.ada_kimg = 100
+        if int((data.get("progress") or {}).get("cur_nimg", 0)) == 0:
+            # The G_ema ramp-up limits the half-life to cur_nimg * ema_rampup. It continues
+            # unchanged when the snapshot restores cur_nimg, but at cur_nimg = 0 it would make
+            # an already averaged G_ema copy G.
+            c.ema_rampup = None
         for name, kwargs in [("G", c.G_kwargs), ("D", c.D_kwargs), ("G_ema", c.G_kwargs)]:
             if data.get(name) is None:
                 raise snapshot_lib.SnapshotError(f"{c.resume_pkl} contains no {name} network")
@@ -537,6 +550,21 @@ def check_resume(c: dnnlib.EasyDict) -> None:
             snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=c.resume_pkl)
     except (OSError, snapshot_lib.SnapshotError) as err:
         raise click.ClickException(f"--resume: {err}") from err
+
+
+def resolve_resume(opts: dnnlib.EasyDict) -> None:
+    """Turn --resume=latest or --resume=<run directory> into the newest valid snapshot file."""
+    if opts.resume is None:
+        return
+    from training import snapshot as snapshot_lib
+
+    try:
+        path = snapshot_lib.find_resume_snapshot(opts.resume, opts.outdir, log=print)
+    except (OSError, snapshot_lib.SnapshotError) as err:
+        raise click.ClickException(str(err)) from err
+    if path != opts.resume:
+        print(f"--resume={opts.resume}: continuing from {path}")
+    opts.resume = path
 
 
 def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
@@ -570,7 +598,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
 @click.option("--aug",          help="Augmentation mode  [default: ada; noaug for biggan]",        type=click.Choice(["noaug", "ada", "fixed"]), default="ada")
 @click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
-@click.option("--resume",       help="Resume from a network snapshot", metavar="PKL",              type=str)
+@click.option("--resume",       help="Resume from a snapshot file, the newest valid one of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
 @click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
@@ -610,6 +638,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--seed",         help="Random seed", metavar="INT",                                 type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--fp32",         help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--nobench",      help="Disable cuDNN benchmarking", metavar="BOOL",                 type=bool, default=False, show_default=True)
+@click.option("--nan-policy",   help="On NaN/Inf losses or gradients: skip that phase's optimizer step, or stop without a snapshot", type=click.Choice(list(faults.NAN_POLICIES)), default="skip", show_default=True)
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
@@ -647,6 +676,7 @@ def main(**kwargs):
         opts.aug = "noaug"  # The BigGAN recipe trains without augmentation.
     opts.metrics = [m for m in opts.metrics if m.lower() != "none"]
     opts.device = resolve_device(opts.device)
+    resolve_resume(opts)
     validate_options(opts)
     resolve_detector_early(opts)
     c, desc = build_config(opts)
