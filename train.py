@@ -40,7 +40,7 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
         kwargs = {k: v for k, v in c.items() if k not in ("run_dir_name", "device_type")}
         training_loop.training_loop(rank=rank, device=device, **kwargs)
     except faults.TrainingStopped as err:
-        # Every rank stops at the same step; rank 0 prints the reason, also into log.txt.
+        # Every rank stops at the same step, and rank 0 prints the reason, also into log.txt.
         if rank == 0:
             print(f"\nError: {err}", flush=True)
         raise SystemExit(1) from None

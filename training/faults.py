@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 NAN_POLICIES = ("skip", "stop")
-MAX_SKIP_MESSAGES = 20  # Skipped steps printed one by one; later ones are only counted.
+MAX_SKIP_MESSAGES = 20  # Skipped steps printed one by one. Later ones are only counted.
 
 
 class TrainingStopped(RuntimeError):
@@ -32,9 +32,11 @@ def any_rank(flag: bool, num_gpus: int, device: torch.device) -> bool:
 
     All ranks must call it at the same point. With one process no collective runs.
     """
+    # NOTE: the multi-process paths here (this all-reduce, all_gather_object of the random
+    # states) and the CUDA generator state have not been run yet. The tests use one CPU process.
     if num_gpus <= 1:
         return bool(flag)
-    # NCCL reduces only CUDA tensors; gloo takes CPU tensors.
+    # NCCL reduces only CUDA tensors, and gloo takes CPU tensors.
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return bool(value.item() > 0)
@@ -64,8 +66,8 @@ class StopSignal:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def install(self) -> bool:
-        """Install the handlers; returns False (and installs nothing) off the main thread,
-        where Python does not allow signal handlers."""
+        """Install the handlers. Returns False and installs nothing off the main thread, where
+        Python does not allow signal handlers."""
         if threading.current_thread() is not threading.main_thread():
             return False
         for signum in self.SIGNALS:
@@ -90,7 +92,7 @@ class StopSignal:
 
 
 def gradients_are_finite(grads: list[torch.Tensor]) -> bool:
-    """Return True when no gradient holds NaN or Inf, with one device synchronization."""
+    """Return True when no gradient contains NaN or Inf, with one device synchronization."""
     if not grads:
         return True
     return bool(torch.stack([g.isfinite().all() for g in grads]).all())
@@ -168,7 +170,7 @@ def restore_random_state(state: dict, rnd: np.random.RandomState, device: torch.
 def restore_random_states(
     states: list | None, rnd, device: torch.device, rank: int, num_gpus: int, source: str
 ) -> bool:
-    """Give this rank its generator states from a snapshot; returns True when restored.
+    """Give this rank its generator states from a snapshot and return True when restored.
 
     Snapshots written with another number of processes keep the fresh seeded states, because
     their ranks drew different streams.

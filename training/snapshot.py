@@ -111,7 +111,7 @@ def save_network_snapshot(path: str, networks: dict[str, torch.nn.Module], **ext
 
 
 class SnapshotWriteError(OSError):
-    """A snapshot that could not be written; the temporary file is already removed."""
+    """A snapshot that could not be written. Its temporary file is already removed."""
 
 
 def describe_write_error(path: str, err: OSError) -> str:
@@ -152,7 +152,7 @@ def read_snapshot(path: str) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise SnapshotError(
-            f"{path} is a torch.save archive holding Python objects other than tensors and "
+            f"{path} is a torch.save archive containing Python objects other than tensors and "
             f"plain containers (a pickled model?), so it is not a network snapshot written by "
             f"train.py: {err}"
         ) from err
@@ -225,10 +225,10 @@ def check_zip_members(path: str) -> None:
             f"Pick an earlier network-snapshot-*.pkl."
         )
     if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
-        shown = ", ".join(names[:5]) or "no members"
+        member_list = ", ".join(names[:5]) or "no members"
         raise SnapshotError(
             f"{path} is a zip archive but not a torch.save archive (it has no data.pkl; "
-            f"members: {shown}), so it is not a network snapshot written by train.py"
+            f"members: {member_list}), so it is not a network snapshot written by train.py"
         )
 
 
@@ -353,7 +353,7 @@ def find_resume_snapshot(resume: str, outdir: str, log=print) -> str:
     """Resolve a --resume value to a snapshot file.
 
     'latest' means the newest valid snapshot in the highest-numbered run directory under
-    `outdir` that has one; a directory means its newest valid snapshot; anything else is
+    `outdir` that has one. A directory means its newest valid snapshot. Anything else is
     returned unchanged as a file path. Raises SnapshotError naming the folder when none is found.
     """
     if resume == "latest":

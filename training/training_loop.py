@@ -224,7 +224,7 @@ def fetch_minibatch(
 def run_phase(phase, loss, batch, num_gpus, cur_nimg) -> bool:
     """Accumulate gradients of one phase over its rounds, then take one optimizer step.
 
-    Returns False, without taking the step, when a gradient holds NaN or Inf. A non-finite loss
+    Returns False, without taking the step, when a gradient contains NaN or Inf. A non-finite loss
     makes its gradients non-finite, so this also covers the losses. The check runs after the
     all-reduce, where one rank's NaN has reached every rank, so all ranks decide alike.
     """
@@ -622,7 +622,7 @@ def run_training_steps(
     ctx, state, training_set_iterator, training_set, batch_size, total_nimg, kimg_per_tick,
     stop_signal, progress_fn,
 ):  # fmt: skip
-    """Train until total_nimg images, a stop signal on any rank or abort_fn; end every tick."""
+    """Train until total_nimg images, a stop signal on any rank or abort_fn, ending every tick."""
     G, G_ema, phases, hooks = ctx.G, ctx.G_ema, ctx.phases, ctx.hooks
     done = False
     while not done:
@@ -745,7 +745,7 @@ class AdaSignAccumulator:
             self.total += round(total) if np.isfinite(total) else float("nan")
 
     def take_mean(self) -> float | None:
-        """Return the mean sign since the last call and start a new count; None without signs."""
+        """Return the mean sign since the last call (None without signs) and start a new count."""
         self.update()
         if self.count == 0:
             return None
