@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
 
 import click
@@ -24,8 +25,9 @@ from click.core import ParameterSource
 
 import dnnlib
 from torch_utils import misc
-from training import training_loop
+from training import faults, training_loop
 from training.augment import AUGPIPE_SPECS
+from training.dataset import DatasetError
 
 # ----------------------------------------------------------------------------
 # Process launch.
@@ -44,6 +46,15 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
             rank, c.num_gpus, c.device_type, temp_dir, timeout_min=c.dist_timeout
         )
         run_training_loop(rank, device, c)
+    except faults.TrainingStopped as err:
+        # Every rank stops at the same step, and rank 0 prints the reason, also into log.txt.
+        if rank == 0:
+            print(f"\nError: {err}", flush=True)
+        raise SystemExit(1) from None
+    except DatasetError as err:
+        # A damaged image: the message names the file and what to do, so no traceback.
+        print(f"\nError on rank {rank}: {err}", flush=True)
+        raise SystemExit(1) from None
     finally:
         if c.num_gpus > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -86,7 +97,38 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
         else:
             # NOTE: one process per GPU with NCCL has not been run on GPUs yet; the same code
             # path is tested on the CPU with gloo.
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+            spawn_ranks(c, temp_dir)
+
+
+def spawn_ranks(c: dnnlib.EasyDict, temp_dir: str) -> None:
+    """Run subprocess_fn in c.num_gpus processes and wait for them.
+
+    While they run, this process ignores SIGINT, which a terminal's Ctrl-C delivers to every
+    process of the group anyway, and forwards SIGTERM to them, so that each rank writes its
+    part of a final snapshot and stops cleanly. A rank that exits with an error ends this
+    process with the same exit code; the rank has already printed why.
+    """
+    context = torch.multiprocessing.spawn(
+        fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus, join=False
+    )
+
+    def forward(signum, _frame):
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+    }
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as err:
+        raise SystemExit(err.exit_code or 1) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def launch_torchrun_rank(
@@ -389,7 +431,10 @@ def validate_options(opts: dnnlib.EasyDict) -> None:
         if not np.isfinite(opts[name]):
             raise click.ClickException(f"--{name}={opts[name]} is not a number in [0, 1]")
     if opts.resume is not None and not os.path.isfile(opts.resume):
-        raise click.ClickException(f"--resume={opts.resume}: file not found")
+        raise click.ClickException(
+            f"--resume={opts.resume}: file not found; give a snapshot file, a run directory "
+            f"or 'latest'"
+        )
     from metrics import metric_main
 
     for metric in opts.metrics:
@@ -436,6 +481,7 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
     c.cudnn_benchmark = not opts.nobench
+    c.nan_policy = opts.nan_policy
 
     if opts.cfg == "biggan":
         add_biggan_recipe(c, opts)
@@ -453,7 +499,6 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
 
     if opts.resume is not None:
         c.resume_pkl = os.path.abspath(opts.resume)
-        c.ema_rampup = None  # A resumed G_ema is already a good average.
         if "blur_init_sigma" in c.loss_kwargs:
             c.loss_kwargs.blur_init_sigma = 0  # A resumed D no longer needs blurred inputs.
 
@@ -627,6 +672,11 @@ def check_resume(c: dnnlib.EasyDict) -> None:
             # ADA starts again from p = 0, so let p find its level quickly, as upstream does
             # on every resume. A snapshot with a pipe gives its p back, at the normal speed.
             c.ada_kimg = 100
+        if int((data.get("progress") or {}).get("cur_nimg", 0)) == 0:
+            # The G_ema ramp-up limits the half-life to cur_nimg * ema_rampup. It continues
+            # unchanged when the snapshot restores cur_nimg, but at cur_nimg = 0 it would make
+            # an already averaged G_ema copy G.
+            c.ema_rampup = None
         for name, kwargs in [("G", c.G_kwargs), ("D", c.D_kwargs), ("G_ema", c.G_kwargs)]:
             if data.get(name) is None:
                 raise snapshot_lib.SnapshotError(f"{c.resume_pkl} contains no {name} network")
@@ -634,6 +684,21 @@ def check_resume(c: dnnlib.EasyDict) -> None:
             snapshot_lib.load_state_checked(module, data[name]["state_dict"], source=c.resume_pkl)
     except (OSError, snapshot_lib.SnapshotError) as err:
         raise click.ClickException(f"--resume: {err}") from err
+
+
+def resolve_resume(opts: dnnlib.EasyDict) -> None:
+    """Turn --resume=latest or --resume=<run directory> into the newest valid snapshot file."""
+    if opts.resume is None:
+        return
+    from training import snapshot as snapshot_lib
+
+    try:
+        path = snapshot_lib.find_resume_snapshot(opts.resume, opts.outdir, log=print)
+    except (OSError, snapshot_lib.SnapshotError) as err:
+        raise click.ClickException(str(err)) from err
+    if path != opts.resume:
+        print(f"--resume={opts.resume}: continuing from {path}")
+    opts.resume = path
 
 
 def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
@@ -667,7 +732,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
 @click.option("--aug",          help="Augmentation mode  [default: ada; noaug for biggan]",        type=click.Choice(["noaug", "ada", "fixed"]), default="ada")
 @click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
-@click.option("--resume",       help="Resume from a network snapshot", metavar="PKL",              type=str)
+@click.option("--resume",       help="Resume from a snapshot file, the newest valid one of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
 @click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
@@ -707,6 +772,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--seed",         help="Random seed", metavar="INT",                                 type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--fp32",         help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--nobench",      help="Disable cuDNN benchmarking", metavar="BOOL",                 type=bool, default=False, show_default=True)
+@click.option("--nan-policy",   help="On NaN/Inf losses or gradients: skip that phase's optimizer step, or stop without a snapshot", type=click.Choice(list(faults.NAN_POLICIES)), default="skip", show_default=True)
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--dist-timeout", help="Time limit of each collective between processes, in minutes", metavar="MIN", type=click.FloatRange(min=0, min_open=True), default=misc.DEFAULT_DIST_TIMEOUT_MIN, show_default=True)
 @click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -746,6 +812,7 @@ def main(**kwargs):
     opts.metrics = [m for m in opts.metrics if m.lower() != "none"]
     opts.device = resolve_device(opts.device)
     resolve_process_count(opts)
+    resolve_resume(opts)
     validate_options(opts)
     resolve_detector_early(opts)
     c, desc = build_config(opts)

@@ -17,8 +17,11 @@ Plug-in state such as the DMD detector and masks lives in the discriminator's st
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
+import shutil
 import zipfile
 from typing import Any
 
@@ -100,8 +103,32 @@ def save_network_snapshot(path: str, networks: dict[str, torch.nn.Module], **ext
             )
         data[key] = describe_network(module)
     data.update(to_plain(extra))
-    with atomic_write(path) as f:
-        torch.save(data, f)
+    try:
+        with atomic_write(path) as f:
+            torch.save(data, f)
+    except OSError as err:
+        raise SnapshotWriteError(describe_write_error(path, err)) from err
+
+
+class SnapshotWriteError(OSError):
+    """A snapshot that could not be written. Its temporary file is already removed."""
+
+
+def describe_write_error(path: str, err: OSError) -> str:
+    """Name the file, the cause, the free space of its folder and what to do next."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**30:.2f} GiB free in {folder}"
+    except OSError:
+        free = f"free space in {folder} unknown"
+    cause = err.strerror or str(err)
+    advice = "Check that the folder is writable and the disk healthy."
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "Free disk space or move the run to a larger disk."
+    return (
+        f"Could not write {path}: {cause} ({free}). The temporary file was removed and earlier "
+        f"snapshots are unchanged. {advice} Then continue with --resume=<run directory>."
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -109,31 +136,28 @@ def save_network_snapshot(path: str, networks: dict[str, torch.nn.Module], **ext
 
 
 def read_snapshot(path: str) -> dict:
-    """Read a snapshot file into plain data, checking that it is one of ours."""
+    """Read a snapshot file into plain data, checking that it is one of ours.
+
+    Raises FileNotFoundError for a missing file and SnapshotError, naming the file and what is
+    wrong with it, for anything else that is not a readable snapshot.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Network snapshot not found: {path}")
     if os.path.getsize(path) == 0:
         raise SnapshotError(f"{path} is empty; pick an earlier network-snapshot-*.pkl")
     if not zipfile.is_zipfile(path):
-        raise SnapshotError(
-            f"{path} is not a network snapshot written by this project (expected a torch.save "
-            f"archive). NVIDIA-format pickles are not supported by this loader; a truncated "
-            f"download or an HTML error page also ends up here."
-        )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()  # Reads every member and checks its CRC-32.
-    except (zipfile.BadZipFile, OSError) as err:
-        raise SnapshotError(f"Could not read {path} as a zip archive: {err}") from err
-    if bad_member is not None:
-        raise SnapshotError(
-            f"{path} is corrupted: {bad_member} fails its checksum. "
-            f"Pick an earlier network-snapshot-*.pkl."
-        )
+        raise SnapshotError(f"{path} is not a network snapshot: {describe_non_zip(path)}")
+    check_zip_members(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        raise SnapshotError(f"Could not read {path} as a safe snapshot: {err}") from err
+    except pickle.UnpicklingError as err:
+        raise SnapshotError(
+            f"{path} is a torch.save archive containing Python objects other than tensors and "
+            f"plain containers (a pickled model?), so it is not a network snapshot written by "
+            f"train.py: {err}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+        raise SnapshotError(f"Could not read {path} as a network snapshot: {err}") from err
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise SnapshotError(
             f"{path} is a torch archive but not a {SNAPSHOT_FORMAT} network snapshot"
@@ -144,6 +168,68 @@ def read_snapshot(path: str) -> dict:
             f"this code reads up to {SNAPSHOT_FORMAT_VERSION}, so update the code"
         )
     return data
+
+
+# Byte strings found in NVIDIA's network pickles: StyleGAN2-ADA/StyleGAN3 (PyTorch) pickles
+# reference torch_utils.persistence, and the original StyleGAN/StyleGAN2 ones dnnlib.tflib.
+NVIDIA_PICKLE_MARKERS = (b"torch_utils.persistence", b"dnnlib.tflib")
+HEAD_BYTES = 1 << 20  # How much of a file describe_non_zip() inspects.
+
+
+def describe_non_zip(path: str) -> str:
+    """Say what a file that is not a zip archive most likely is, and what to do about it."""
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            "it starts like a zip archive but its end is missing or damaged (a truncated copy "
+            "or an interrupted write). Pick an earlier network-snapshot-*.pkl or copy it again."
+        )
+    if head.startswith(b"\x80") and any(marker in head for marker in NVIDIA_PICKLE_MARKERS):
+        return (
+            "it is an NVIDIA StyleGAN network pickle. NVIDIA-format pickles are not supported "
+            "yet, because loading them runs code stored in the file; use a snapshot written by "
+            "this project's train.py."
+        )
+    if head.startswith(b"\x80"):
+        return (
+            "it is a Python pickle, not a torch.save archive written by train.py. Pick a "
+            "network-snapshot-*.pkl from a run directory."
+        )
+    text = head.lstrip()[:512].lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        return (
+            "it is an HTML or XML page, probably an error page saved in place of the file. "
+            "Download the snapshot again."
+        )
+    return (
+        "it has no recognizable format (expected a torch.save zip archive). The file may be "
+        "corrupted or of another kind; pick a network-snapshot-*.pkl written by train.py."
+    )
+
+
+def check_zip_members(path: str) -> None:
+    """Raise SnapshotError unless `path` is a readable zip whose members pass their CRC-32
+    checks and which contains the data.pkl record of a torch.save archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad_member = archive.testzip()  # Reads every member and checks its CRC-32.
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise SnapshotError(
+            f"{path} is a damaged zip archive ({err}); pick an earlier network-snapshot-*.pkl"
+        ) from err
+    if bad_member is not None:
+        raise SnapshotError(
+            f"{path} is corrupted: {bad_member} fails its checksum. "
+            f"Pick an earlier network-snapshot-*.pkl."
+        )
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        member_list = ", ".join(names[:5]) or "no members"
+        raise SnapshotError(
+            f"{path} is a zip archive but not a torch.save archive (it has no data.pkl; "
+            f"members: {member_list}), so it is not a network snapshot written by train.py"
+        )
 
 
 def build_network(entry: dict, source: str = "snapshot") -> torch.nn.Module:
@@ -210,3 +296,87 @@ def load_network_snapshot(path: str, device: str | torch.device = "cpu") -> dnnl
     for key in NETWORK_KEYS:
         result.setdefault(key, None)
     return result
+
+
+# ----------------------------------------------------------------------------
+# Finding the snapshot to resume from.
+
+SNAPSHOT_NAME = re.compile(r"^network-snapshot-(\d+)\.pkl$")
+RUN_DIR_NAME = re.compile(r"^(\d+)-")
+
+
+def check_resumable(path: str) -> dict:
+    """Read a snapshot and check that G, D and G_ema are present and finite; return its data."""
+    data = read_snapshot(path)
+    for name in ("G", "D", "G_ema"):
+        entry = data.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("state_dict"), dict):
+            raise SnapshotError(f"{path} contains no {name} network")
+        bad = [
+            key
+            for key, value in entry["state_dict"].items()
+            if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all()
+        ]
+        if bad:
+            raise SnapshotError(f"{path}: {name} has non-finite values in {', '.join(bad[:5])}")
+    return data
+
+
+def list_snapshots(run_dir: str) -> list[str]:
+    """Return the network-snapshot-NNNNNN.pkl files of `run_dir`, newest first (by the kimg in
+    the name, then by modification time)."""
+    found = []
+    for name in os.listdir(run_dir):
+        match = SNAPSHOT_NAME.match(name)
+        path = os.path.join(run_dir, name)
+        if match and os.path.isfile(path):
+            found.append((int(match.group(1)), os.path.getmtime(path), path))
+    return [path for _kimg, _mtime, path in sorted(found, reverse=True)]
+
+
+def newest_valid_snapshot(run_dir: str, log=print) -> str | None:
+    """Return the newest snapshot of `run_dir` that check_resumable() accepts, or None.
+
+    Every rejected file is passed to `log` with the reason.
+    """
+    for path in list_snapshots(run_dir):
+        try:
+            check_resumable(path)
+        except (SnapshotError, OSError) as err:
+            log(f"Skipping {path}: {err}")
+            continue
+        return path
+    return None
+
+
+def find_resume_snapshot(resume: str, outdir: str, log=print) -> str:
+    """Resolve a --resume value to a snapshot file.
+
+    'latest' means the newest valid snapshot in the highest-numbered run directory under
+    `outdir` that has one. A directory means its newest valid snapshot. Anything else is
+    returned unchanged as a file path. Raises SnapshotError naming the folder when none is found.
+    """
+    if resume == "latest":
+        if not os.path.isdir(outdir):
+            raise SnapshotError(f"--resume=latest: the output folder {outdir} does not exist")
+        run_dirs = []
+        for name in os.listdir(outdir):
+            match = RUN_DIR_NAME.match(name)
+            if match and os.path.isdir(os.path.join(outdir, name)):
+                run_dirs.append((int(match.group(1)), os.path.join(outdir, name)))
+        for _run_id, run_dir in sorted(run_dirs, reverse=True):
+            path = newest_valid_snapshot(run_dir, log=log)
+            if path is not None:
+                return path
+        raise SnapshotError(
+            f"--resume=latest: no run directory under {outdir} contains a valid "
+            f"network-snapshot-*.pkl; give a snapshot file with --resume=PATH"
+        )
+    if os.path.isdir(resume):
+        path = newest_valid_snapshot(resume, log=log)
+        if path is None:
+            raise SnapshotError(
+                f"--resume={resume}: the folder contains no valid network-snapshot-*.pkl"
+            )
+        return path
+    return resume

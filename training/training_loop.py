@@ -18,6 +18,7 @@ from PIL import Image
 
 import dnnlib
 from torch_utils import misc, training_stats
+from training import faults
 from training import snapshot as snapshot_lib
 
 # ----------------------------------------------------------------------------
@@ -86,14 +87,15 @@ def generate_grid_images(G_ema, grid_z, grid_c) -> np.ndarray:
 
 
 def load_training_set(
-    training_set_kwargs, data_loader_kwargs, rank, num_gpus, rank_batch, random_seed
+    training_set_kwargs, data_loader_kwargs, rank, num_gpus, rank_batch, random_seed, start=0
 ):
     """Open the data and return it with an endless iterator over this rank's real images,
     `rank_batch` (= batch_size / num_gpus) per minibatch.
 
     Rank r's images are positions [r * rank_batch, (r + 1) * rank_batch) of each global
     minibatch of one seeded stream, so the images of a global minibatch do not depend on
-    the number of ranks.
+    the number of ranks. `start` is the data position of a resumed run: the number of stream
+    positions that all ranks together consumed before the snapshot.
     """
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     sampler = misc.InfiniteSampler(
@@ -102,6 +104,7 @@ def load_training_set(
         num_replicas=num_gpus,
         seed=random_seed,
         chunk_size=rank_batch,
+        start=start,
     )
     loader = torch.utils.data.DataLoader(
         dataset=training_set, sampler=sampler, batch_size=rank_batch, **data_loader_kwargs
@@ -131,14 +134,12 @@ def construct_networks(training_set, G_kwargs, D_kwargs, device):
     return G, D, G_ema
 
 
-def resume_networks(resume_pkl, G, D, G_ema, rank):
-    """Copy weights (and plug-in state) from a snapshot into the freshly built networks.
+def resume_networks(resume_pkl, data, G, D, G_ema):
+    """Copy weights (and plug-in state) from the snapshot `data` read from `resume_pkl` into
+    the freshly built networks.
 
     Raises SnapshotError listing every mismatched tensor when the architectures differ.
     """
-    if rank == 0:
-        print(f'Resuming from "{resume_pkl}"')
-    data = snapshot_lib.read_snapshot(resume_pkl)
     for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
         if data.get(name) is None:
             raise snapshot_lib.SnapshotError(
@@ -268,11 +269,14 @@ def seed_round_rngs(seed: int, device: torch.device) -> None:
         torch.cuda.default_generators[index].manual_seed(seed)
 
 
-def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None):
+def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None) -> bool:
     """Accumulate gradients of one phase over its rounds, average them over the rounds and
     the ranks, then take one optimizer step.
 
     round_seeds: one seed per round for torch's global generators, or None to leave them.
+    Returns False, without taking the step, when a gradient contains NaN or Inf. A non-finite
+    loss makes its gradients non-finite, so this also covers the losses. The check runs after
+    the all-reduce, where one rank's NaN has reached every rank, so all ranks decide alike.
     """
     real_img, real_c, phase_gen_z, phase_gen_c = batch
     if phase.start_event is not None:
@@ -308,19 +312,18 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None):
             with misc.collective_phase(phase.name, cur_nimg / 1000):
                 torch.distributed.all_reduce(flat)
             flat /= num_means
-            torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
             for p, grad in zip(params, flat.split([p.numel() for p in params])):
                 p.grad.copy_(grad.reshape(p.shape))
         elif num_means > 1:
             for p in params:
                 p.grad /= num_means
-        for p in params:
-            # Replace NaN/Inf from rare fp16 overflows so one bad round cannot poison the weights.
-            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-        phase.opt.step()
+        finite = faults.gradients_are_finite([p.grad for p in params])
+        if finite:
+            phase.opt.step()
 
     if phase.end_event is not None:
         phase.end_event.record(torch.cuda.current_stream(real_img[0].device))
+    return finite
 
 
 def update_G_ema(
@@ -548,6 +551,8 @@ def training_loop(
     cudnn_benchmark: bool = True,  # Let cuDNN pick the fastest convolution algorithms.
     abort_fn: Callable[[], bool] | None = None,  # Polled every tick; True stops training.
     progress_fn: Callable[[int, int], None] | None = None,  # Called with (cur_nimg, total_nimg).
+    nan_policy: str = "skip",  # Non-finite gradients: 'skip' the phase's step, or 'stop'.
+    handle_signals: bool = True,  # Stop cleanly on SIGINT/SIGTERM (main thread only).
 ):
     """Train G and D until total_kimg thousand real images have been shown.
 
@@ -582,11 +587,22 @@ def training_loop(
         torch.backends.cudnn.allow_tf32 = False
     training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
 
+    if nan_policy not in faults.NAN_POLICIES:
+        raise ValueError(
+            f"Invalid nan_policy {nan_policy!r}; expected one of {faults.NAN_POLICIES}"
+        )
+    resume_data = None
+    if resume_pkl is not None:
+        if rank == 0:
+            print(f'Resuming from "{resume_pkl}"')
+        resume_data = snapshot_lib.read_snapshot(resume_pkl)
+
     if rank == 0:
         print("Loading training set...")
+    data_position = int(((resume_data or {}).get("progress") or {}).get("data_position", 0))
     training_set, training_set_iterator = load_training_set(
         training_set_kwargs, data_loader_kwargs, rank, num_gpus, batch_size // num_gpus,
-        random_seed,
+        random_seed, start=data_position,
     )  # fmt: skip
     if rank == 0:
         print(
@@ -597,9 +613,8 @@ def training_loop(
     if rank == 0:
         print("Constructing networks...")
     G, D, G_ema = construct_networks(training_set, G_kwargs, D_kwargs, device)
-    resume_data = None
-    if resume_pkl is not None:
-        resume_data = resume_networks(resume_pkl, G, D, G_ema, rank)
+    if resume_data is not None:
+        resume_networks(resume_pkl, resume_data, G, D, G_ema)
     if rank == 0:
         print_network_summaries(G, D, batch_gpu, device)
 
@@ -624,6 +639,8 @@ def training_loop(
         cur_nimg, cur_tick, batch_idx = restore_progress(
             resume_data, phases, loss, resume_pkl, rank
         )
+        if ada_stats is not None and resume_data.get("ada_signs"):
+            ada_stats.load_state_dict(resume_data["ada_signs"])
 
     grid = None
     if rank == 0:
@@ -646,42 +663,86 @@ def training_loop(
         training_set_kwargs=training_set_kwargs, metrics=metrics, metric_kwargs=metric_kwargs,
         num_gpus=num_gpus, rank=rank, device=device, abort_fn=abort_fn,
         image_snapshot_ticks=image_snapshot_ticks, network_snapshot_ticks=network_snapshot_ticks,
+        rnd=None, random_seed=random_seed, ada_stats=ada_stats, batch_gpu=batch_gpu,
+        batch_size=batch_size,
+        nan_policy=nan_policy,
+        ema=dnnlib.EasyDict(
+            kimg=ema_kimg, rampup=ema_rampup, start_kimg=ema_start_kimg,
+            average_buffers=ema_average_buffers,
+        ),
+        ada=dnnlib.EasyDict(target=ada_target, interval=ada_interval, kimg=ada_kimg),
     )  # fmt: skip
     state = dnnlib.EasyDict(
         cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, start_time=start_time,
         tick_start_nimg=cur_nimg, tick_start_time=time.time(), maintenance_time=0.0,
+        skipped_steps=0, tick_skipped_steps=0, stop_signal=None, last_snapshot=None,
     )  # fmt: skip
+    if resume_data is not None:
+        state.skipped_steps = int((resume_data.get("progress") or {}).get("skipped_steps", 0))
+        # Last, because building the networks and the grids above draws random numbers.
+        faults.restore_random_states(
+            resume_data.get("random_states"), None, device, rank, num_gpus, resume_pkl
+        )
     state.maintenance_time = state.tick_start_time - start_time
     total_nimg = int(total_kimg * 1000)
     if progress_fn is not None:
         progress_fn(state.cur_nimg, total_nimg)
 
+    stop_signal = faults.StopSignal()
+    if handle_signals:
+        stop_signal.install()
+    try:
+        run_training_steps(
+            ctx, state, training_set_iterator, training_set, batch_size, total_nimg,
+            kimg_per_tick, stop_signal, progress_fn,
+        )  # fmt: skip
+    finally:
+        stop_signal.restore()
+        ctx.reporter.close()
+    if rank == 0 and state.stop_signal is not None:
+        print_stop_message(state, ctx.run_dir)
+    if rank == 0:
+        print("\nExiting...")
+
+
+def run_training_steps(
+    ctx, state, training_set_iterator, training_set, batch_size, total_nimg, kimg_per_tick,
+    stop_signal, progress_fn,
+):  # fmt: skip
+    """Train until total_nimg images, a stop signal on any rank or abort_fn, ending every tick."""
+    G, G_ema, phases, hooks = ctx.G, ctx.G_ema, ctx.phases, ctx.hooks
     done = False
     while not done:
         batch = fetch_minibatch(
-            training_set_iterator, training_set, len(phases), batch_size, batch_gpu, G, device,
-            random_seed, state.batch_idx, rank, num_gpus,
+            training_set_iterator, training_set, len(phases), batch_size, ctx.batch_gpu, G,
+            ctx.device, ctx.random_seed, state.batch_idx, ctx.rank, ctx.num_gpus,
         )  # fmt: skip
         for hook in hooks:
             hook.on_step_begin(state.cur_nimg)
-        run_step(phases, loss, batch, state, num_gpus, random_seed, rank)
+        run_step(
+            phases, ctx.loss, batch, state, ctx.num_gpus, ctx.random_seed, ctx.rank,
+            ctx.nan_policy,
+        )  # fmt: skip
         state.cur_nimg += batch_size
         state.batch_idx += 1
         update_G_ema(
-            G, G_ema, state.cur_nimg, batch_size, ema_kimg, ema_rampup, ema_start_kimg,
-            ema_average_buffers,
+            G, G_ema, state.cur_nimg, batch_size, ctx.ema.kimg, ctx.ema.rampup,
+            ctx.ema.start_kimg, ctx.ema.average_buffers,
         )  # fmt: skip
-        if ada_stats is not None and state.batch_idx % ada_interval == 0:
+        if ctx.ada_stats is not None and state.batch_idx % ctx.ada.interval == 0:
             # Every rank takes the same step: the collector sums the signs over all ranks.
             with misc.collective_phase("ada", state.cur_nimg / 1000):
                 adjust_augment_p(
-                    augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg
-                )
+                    ctx.augment_pipe, ctx.ada_stats, ctx.ada.target, batch_size,
+                    ctx.ada.interval, ctx.ada.kimg,
+                )  # fmt: skip
         for hook in hooks:
             hook.on_step_end(state.cur_nimg)
 
-        # Perform maintenance tasks once per tick.
+        # Perform maintenance tasks once per tick, or at once when a rank received a signal.
         done = state.cur_nimg >= total_nimg
+        if not done and check_stop_signal(ctx, state, stop_signal):
+            done = True
         tick_end_nimg = state.tick_start_nimg + kimg_per_tick * 1000
         if not done and state.cur_tick != 0 and state.cur_nimg < tick_end_nimg:
             continue
@@ -689,9 +750,28 @@ def training_loop(
         if progress_fn is not None:
             progress_fn(state.cur_nimg, total_nimg)
 
-    ctx.reporter.close()
-    if rank == 0:
-        print("\nExiting...")
+
+def check_stop_signal(ctx, state, stop_signal: faults.StopSignal) -> bool:
+    """Return True on every rank when any rank received SIGINT or SIGTERM; one all-reduce."""
+    if not faults.any_rank(stop_signal.signum is not None, ctx.num_gpus, ctx.device):
+        return False
+    state.stop_signal = stop_signal.name or "a signal on another rank"
+    if ctx.rank == 0:
+        print(
+            f"\nReceived {state.stop_signal}: writing a snapshot and stopping "
+            f"(send the signal again to exit at once)",
+            flush=True,
+        )
+    return True
+
+
+def print_stop_message(state: dnnlib.EasyDict, run_dir: str) -> None:
+    """Say where the final snapshot of a run stopped by a signal is and how to continue."""
+    print(
+        f"Stopped by {state.stop_signal} at kimg {state.cur_nimg / 1e3:.3f}. The final snapshot "
+        f"is {state.last_snapshot}. To continue, run train.py with the same options plus "
+        f"--resume={run_dir} (or --resume=latest with the same --outdir)."
+    )
 
 
 def print_network_summaries(G, D, batch_gpu, device):
@@ -730,23 +810,70 @@ def setup_augmentation(
     return pipe, ada_stats
 
 
-def ada_sign_collector() -> training_stats.Collector:
-    """Collector of sign(D(real)) between ADA steps; empty when no D phase ran in between."""
-    return training_stats.Collector(regex="Loss/signs/real", keep_previous=False)
+class AdaSignAccumulator:
+    """Count and sum of sign(D(real)) since the last ADA step, kept across a snapshot.
+
+    Signs are -1, 0 or 1, so the sums are whole numbers, and signs gathered before a snapshot
+    plus those gathered after the resume give exactly the mean of one uninterrupted run.
+    Construction drops what was reported earlier. Every rank must call update(), take_mean()
+    and the constructor at the same points, because they all-reduce.
+    """
+
+    NAME = "Loss/signs/real"
+
+    def __init__(self):
+        self.collector = training_stats.Collector(regex=self.NAME, keep_previous=False)
+        self.collector.update()
+        self.count = 0
+        self.total = 0.0
+
+    def update(self) -> None:
+        """Add the signs reported since the previous update."""
+        self.collector.update()
+        num = self.collector.num(self.NAME)
+        if num:
+            total = num * self.collector.mean(self.NAME)
+            self.count += num
+            self.total += round(total) if np.isfinite(total) else float("nan")
+
+    def take_mean(self) -> float | None:
+        """Return the mean sign since the last call (None without signs) and start a new count."""
+        self.update()
+        if self.count == 0:
+            return None
+        mean = self.total / self.count
+        self.count, self.total = 0, 0.0
+        return mean
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.total = float(state["total"])
+
+
+def ada_sign_collector() -> AdaSignAccumulator:
+    """Return the accumulator of sign(D(real)) between ADA steps, starting empty."""
+    return AdaSignAccumulator()
 
 
 def adjust_augment_p(augment_pipe, ada_stats, ada_target, batch_size, ada_interval, ada_kimg):
     """Take one ADA step: move p by batch_size * ada_interval / (ada_kimg * 1000) toward
-    making the mean sign of D(real) since the last step equal ada_target."""
+    making the mean sign of D(real) since the last step equal ada_target.
+
+    Skipped when no D phase ran since the last step, and when a sign was NaN (D returned NaN
+    on a real image), which would otherwise make p NaN.
+    """
     from training.augment import ada_adjust
 
-    ada_stats.update()
-    if ada_stats.num("Loss/signs/real") == 0:
-        return  # No D phase ran since the last step (possible with odd phase schedules).
-    new_p = ada_adjust(
-        float(augment_pipe.p), ada_stats["Loss/signs/real"], ada_target,
-        batch_size, ada_interval, ada_kimg,
-    )  # fmt: skip
+    mean = ada_stats.take_mean()
+    if mean is None:
+        return
+    if not np.isfinite(mean):
+        print("ADA step skipped: D returned NaN on real images since the last step")
+        return
+    new_p = ada_adjust(float(augment_pipe.p), mean, ada_target, batch_size, ada_interval, ada_kimg)
     augment_pipe.p.copy_(torch.as_tensor(new_p))
 
 
@@ -785,8 +912,9 @@ def average_buffers(modules, loss, num_gpus, kimg):
             t.copy_(values.reshape(t.shape))
 
 
-def run_step(phases, loss, batch, state, num_gpus, random_seed=None, rank=0):
-    """Run every phase due at state.batch_idx on one minibatch.
+def run_step(phases, loss, batch, state, num_gpus, random_seed=None, rank=0, nan_policy="skip"):
+    """Run every phase due at state.batch_idx on one minibatch, applying `nan_policy` to
+    phases whose gradients are not finite.
 
     With random_seed, torch's global generators are seeded before each round from
     (random_seed, batch_idx, phase, global round index). So the loss's own randomness of a
@@ -807,10 +935,13 @@ def run_step(phases, loss, batch, state, num_gpus, random_seed=None, rank=0):
                 for global_round in range(rank * num_rounds, (rank + 1) * num_rounds)
             ]
         phase_batch = (real_img, real_c, phase_gen_z, phase_gen_c)
-        run_phase(phase, loss, phase_batch, num_gpus, state.cur_nimg, round_seeds)
+        finite = run_phase(phase, loss, phase_batch, num_gpus, state.cur_nimg, round_seeds)
+        if not finite:
+            faults.handle_non_finite(phase.name, state.cur_nimg, nan_policy, state, rank)
 
 
 def restore_progress(resume_data, phases, loss, resume_pkl, rank):
+    """Restore optimizer states and the loss state; return (cur_nimg, cur_tick, batch_idx)."""
     progress = resume_data.get("progress") or {}
     if resume_data.get("optimizers"):
         restore_optimizer_states(phases, resume_data["optimizers"], resume_pkl)
@@ -860,6 +991,8 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
     )  # fmt: skip
     if ctx.augment_pipe is not None:
         fields.append(("augment", "Progress/augment", "{:<5.3f}", float(ctx.augment_pipe.p)))
+    if state.tick_skipped_steps:
+        fields.append(("skipped", "Progress/skipped_steps", "{:<4d}", state.tick_skipped_steps))
     line = ctx.reporter.status_line(fields)
     extra = " ".join(hook.status_fields() for hook in ctx.hooks)
     if ctx.rank == 0:
@@ -876,13 +1009,12 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
         path = os.path.join(ctx.run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
         save_image_grid(images, path, drange=(-1, 1), grid_size=ctx.grid.size)
 
+    # A run stopped by a signal always writes a snapshot, and leaves the metrics for later.
+    stopping = state.stop_signal is not None
     network_ticks = ctx.network_snapshot_ticks
-    if network_ticks and (done or state.cur_tick % network_ticks == 0):
-        name = f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl"
-        snapshot_pkl = os.path.join(ctx.run_dir, name)
-        if ctx.rank == 0:
-            save_network_snapshot(ctx, state, snapshot_pkl)
-        if ctx.metrics:
+    if stopping or (network_ticks and (done or state.cur_tick % network_ticks == 0)):
+        snapshot_pkl = write_network_snapshot(ctx, state)
+        if ctx.metrics and not stopping:
             if ctx.rank == 0:
                 print("Evaluating metrics...")
             evaluate_metrics(ctx, snapshot_pkl, kimg=state.cur_nimg / 1000)
@@ -892,14 +1024,50 @@ def end_tick(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, done: bool) -> bool:
     with misc.collective_phase("stats", state.cur_nimg / 1000):
         ctx.reporter.write(state.cur_nimg, timestamp)
     state.cur_tick += 1
+    state.tick_skipped_steps = 0
     state.tick_start_nimg = state.cur_nimg
     state.tick_start_time = time.time()
     state.maintenance_time = state.tick_start_time - tick_end_time
     return done
 
 
-def save_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot_pkl: str) -> None:
-    """Write G, D, G_ema, optimizer states, progress and options to `snapshot_pkl`."""
+def write_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict) -> str:
+    """Gather every rank's resume state and write network-snapshot-NNNNNN.pkl on rank 0.
+
+    All ranks must call it. Returns the path. Raises TrainingStopped on every rank when rank 0
+    could not write the file (disk full, non-finite weights).
+    """
+    name = f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl"
+    snapshot_pkl = os.path.join(ctx.run_dir, name)
+    random_states = faults.gather_random_states(ctx.rnd, ctx.device, ctx.num_gpus)
+    if ctx.ada_stats is not None:
+        ctx.ada_stats.update()  # Signs since the last ADA step go into the snapshot.
+    error = None
+    if ctx.rank == 0:
+        try:
+            save_network_snapshot(ctx, state, snapshot_pkl, random_states)
+        except (snapshot_lib.SnapshotError, snapshot_lib.SnapshotWriteError) as err:
+            error = str(err)
+    if faults.any_rank(error is not None, ctx.num_gpus, ctx.device):
+        raise faults.TrainingStopped(
+            f"{error or 'Rank 0 could not write ' + snapshot_pkl + '; see its log.'} "
+            f"Training stopped at kimg {state.cur_nimg / 1e3:.3f}."
+        )
+    state.last_snapshot = snapshot_pkl
+    return snapshot_pkl
+
+
+def data_position(batch_idx: int, batch_size: int) -> int:
+    """Return the sampler positions that all ranks consumed in `batch_idx` steps: together they
+    take one global minibatch of batch_size images per step."""
+    return batch_idx * batch_size
+
+
+def save_network_snapshot(
+    ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot_pkl: str, random_states: list
+) -> None:
+    """Write G, D, G_ema, optimizer states, progress, options and everything a resumed run
+    needs to continue exactly (random-generator states, data position, pending ADA signs)."""
     options = None
     options_path = os.path.join(ctx.run_dir, "training_options.json")
     if os.path.isfile(options_path):
@@ -912,6 +1080,8 @@ def save_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot
         "cur_nimg": state.cur_nimg,
         "cur_tick": state.cur_tick + 1,
         "batch_idx": state.batch_idx,
+        "data_position": data_position(state.batch_idx, ctx.batch_size),
+        "skipped_steps": state.skipped_steps,
     }
     snapshot_lib.save_network_snapshot(
         snapshot_pkl,
@@ -921,5 +1091,7 @@ def save_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict, snapshot
         loss_state=loss_state,
         training_set_kwargs=dict(ctx.training_set_kwargs),
         training_options=options,
+        random_states=random_states,
+        ada_signs=ctx.ada_stats.state_dict() if ctx.ada_stats is not None else None,
     )
     print(f"Saved {os.path.basename(snapshot_pkl)}")
