@@ -581,3 +581,44 @@ def test_disk_full_stops_and_keeps_snapshot(tmp_path, small_data):
     assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
     data = snapshot_lib.check_resumable(snapshot_in(run_dir))
     assert data["progress"]["cur_nimg"] == 8  # The snapshot of tick 0, untouched.
+
+
+@pytest.mark.slow
+def test_sigterm_to_two_process_launcher_then_resume(tmp_path, small_data):
+    # SIGTERM goes to the --gpus=2 launcher, which forwards it to both ranks; they agree on a
+    # step, write one snapshot and exit 0. Resuming with two processes matches a straight run.
+    extra = ["--gpus=2", "--dmd=1", "--dmd-interval=0.016"]
+    rc, output = stop_after_first_tick(tmp_path / "b", small_data, signal.SIGTERM, "--kimg=100",
+                                       *extra)  # fmt: skip
+    assert rc == 0, output[-3000:]
+    assert "Received SIGTERM: writing a snapshot and stopping" in output
+    assert "Traceback" not in output
+    (stopped_dir,) = run_dirs(tmp_path / "b")
+    stopped = snapshot_lib.check_resumable(snapshot_in(stopped_dir))
+    assert len(stopped["random_states"]) == 2
+    assert 8 <= stopped["progress"]["cur_nimg"] < 64, "the stop must fall before kimg 0.064"
+
+    result = run_train(tmp_path / "b", small_data, "--kimg=0.064", "--resume=latest", *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_train(tmp_path / "a", small_data, "--kimg=0.064", *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    straight = snapshot_lib.read_snapshot(snapshot_in(run_dirs(tmp_path / "a")[0]))
+    resumed = snapshot_lib.read_snapshot(snapshot_in(run_dirs(tmp_path / "b")[1]))
+    # Running averages (w_avg, pl_mean) are averaged over the ranks at every tick and at the
+    # stop. Averaging is linear, so only rounding differs when the stop falls inside a tick.
+    averaged = {"G/state_dict/mapping.w_avg", "G_ema/state_dict/mapping.w_avg", "pl_mean"}
+    for key in ("G", "D", "G_ema", "optimizers", "loss_state"):
+        assert_close_except(straight[key], resumed[key], key, averaged)
+
+
+def assert_close_except(a, b, path, averaged):
+    """assert_same, except that tensors whose path ends in one of `averaged` may differ by
+    float32 rounding."""
+    if torch.is_tensor(a) and any(path.endswith(name) for name in averaged):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=f"{path} differs")
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))} differ"
+        for key in a:
+            assert_close_except(a[key], b[key], f"{path}/{key}", averaged)
+    else:
+        assert_same(a, b, path)
