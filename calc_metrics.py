@@ -91,11 +91,12 @@ def resolve_device(device: str, num_gpus: int) -> str:
 
 
 def load_network(network_pkl: str) -> dict:
-    """Load a snapshot on the CPU; returns a dict with 'G_ema' and 'training_set_kwargs'."""
-    from training.snapshot import load_network_snapshot
+    """Load a snapshot or an NVIDIA-format network pickle on the CPU; returns a dict with
+    'G_ema' and 'training_set_kwargs'."""
+    from training.legacy import load_network_pkl
 
     try:
-        return load_network_snapshot(network_pkl, device="cpu")
+        return load_network_pkl(network_pkl, device="cpu")
     except (OSError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--network") from err
 

@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from training import legacy
 from training import snapshot as snapshot_lib
 
 
@@ -137,7 +138,7 @@ def main(
     device = torch.device(device)
     print(f'Loading networks from "{network_pkl}"...')
     try:
-        G = snapshot_lib.load_network_snapshot(network_pkl, device=device).G_ema
+        G = legacy.load_network_pkl(network_pkl, device=device).G_ema
     except (FileNotFoundError, snapshot_lib.SnapshotError) as err:
         raise click.ClickException(str(err)) from err
     if G is None:

@@ -17,7 +17,6 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -433,16 +432,41 @@ def load_nvidia_pickle(file: BinaryIO, source: str, device: str | torch.device) 
             continue
         module = build_network(record, key, source)
         result[key] = module.eval().requires_grad_(False).to(device)
-    training_set_kwargs = data.get("training_set_kwargs")
-    result.training_set_kwargs = to_plain_value(training_set_kwargs)
+    result.training_set_kwargs = check_training_set_kwargs(data.get("training_set_kwargs"), source)
     if all(result[key] is None for key in ("G", "D", "G_ema")):
         raise LegacyPickleError(f"{source} contains none of the networks G, D and G_ema")
     return result
 
 
+DATASET_CLASS = "training.dataset.ImageFolderDataset"
+DATASET_KWARGS = {"class_name", "path", "resolution", "use_labels", "max_size", "xflip"}
+DATASET_KWARGS |= {"random_seed"}
+
+
+def check_training_set_kwargs(kwargs: Any, source: str) -> dict | None:
+    """Return the recorded dataset arguments as plain values, or raise unless they name
+    DATASET_CLASS with only its arguments. calc_metrics.py builds the recorded class by name,
+    so an arbitrary name from the file would let the file call any function."""
+    if kwargs is None:
+        return None
+    kwargs = to_plain_value(kwargs)
+    if not isinstance(kwargs, dict) or kwargs.get("class_name") != DATASET_CLASS:
+        name = kwargs.get("class_name") if isinstance(kwargs, dict) else type(kwargs).__name__
+        raise LegacyPickleError(
+            f"{source}: training_set_kwargs names {name!r}; only {DATASET_CLASS} is allowed"
+        )
+    unknown = sorted(set(kwargs) - DATASET_KWARGS)
+    if unknown:
+        raise LegacyPickleError(
+            f"{source}: training_set_kwargs has arguments {DATASET_CLASS} does not take: "
+            f"{', '.join(unknown)}"
+        )
+    return kwargs
+
+
 def is_nvidia_pickle(head: bytes) -> bool:
     """Return whether the first bytes of a file look like NVIDIA's PyTorch network pickles."""
-    return head.startswith(b"\x80") and b"torch_utils.persistence" in head
+    return head.startswith(b"\x80") and snapshot_lib.NVIDIA_TORCH_MARKER in head
 
 
 def load_network_pkl(path_or_file: str | os.PathLike | BinaryIO, device="cpu") -> dnnlib.EasyDict:
@@ -456,11 +480,9 @@ def load_network_pkl(path_or_file: str | os.PathLike | BinaryIO, device="cpu") -
     if not isinstance(path_or_file, (str, os.PathLike)):
         return load_network_file(path_or_file, device)
     path = os.fspath(path_or_file)
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+    if snapshot_lib.is_nvidia_torch_pickle(path):
         with open(path, "rb") as f:
-            if is_nvidia_pickle(f.read(snapshot_lib.HEAD_BYTES)):
-                f.seek(0)
-                return load_nvidia_pickle(f, path, device)
+            return load_nvidia_pickle(f, path, device)
     result = snapshot_lib.load_network_snapshot(path, device=device)
     result.setdefault("training_set_kwargs", None)
     return result
