@@ -158,7 +158,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
 
 # fmt: off
 @click.command()
-@click.option("--network", "network_pkl", help="Network snapshot file to evaluate", metavar="PATH", required=True)
+@click.option("--network", "network_pkl", help="Network snapshot or NVIDIA network pickle to evaluate", metavar="PATH", required=True)
 @click.option("--metrics",                help="Comma-separated metric names", metavar="[NAME|A,B,C]", default="fid50k_full", show_default=True)
 @click.option("--data",                   help="Real images: folder or zip [default: the snapshot's training data]", metavar="PATH")
 @click.option("--mirror",                 help="Add x-flipped real images [default: as recorded in the snapshot, off with --data]", type=bool, metavar="BOOL")

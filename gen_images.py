@@ -119,7 +119,7 @@ def save_image(img: torch.Tensor, path: str) -> None:
 
 # fmt: off
 @click.command()
-@click.option("--network",    "network_pkl", help="Network snapshot to load", metavar="PKL",             required=True)
+@click.option("--network",    "network_pkl", help="Network snapshot or NVIDIA network pickle to load", metavar="PKL", required=True)
 @click.option("--seeds",      help="Random seeds, e.g. '0,1,4-6'", metavar="LIST",                      type=parse_range, required=True)
 @click.option("--trunc",      "truncation_psi", help="Truncation psi (1 = no truncation)", metavar="FLOAT", type=float, default=1, show_default=True)
 @click.option("--class",      "class_idx", help="Class label for conditional networks", metavar="INT",   type=click.IntRange(min=0))

@@ -752,7 +752,7 @@ def check_nvidia_networks(pkl: str, data: dict, c: dnnlib.EasyDict, opts) -> Non
     G_class = f"{type(G).__module__}.{type(G).__name__}"
     if G_class != c.G_kwargs.class_name:
         raise click.ClickException(
-            f"--resume: {pkl} holds a {G_class}, but --cfg={opts.cfg} trains a "
+            f"--resume: {pkl} contains a {G_class}, but --cfg={opts.cfg} trains a "
             f"{c.G_kwargs.class_name}; use the --cfg of the pickle's generator"
         )
     resolution = c.training_set_kwargs.resolution
@@ -764,7 +764,7 @@ def check_nvidia_networks(pkl: str, data: dict, c: dnnlib.EasyDict, opts) -> Non
     if (G.c_dim > 0) != bool(opts.cond):
         kind = "class-conditional" if G.c_dim > 0 else "unconditional"
         raise click.ClickException(
-            f"--resume: {pkl} holds a {kind} network, so set --cond={int(G.c_dim > 0)}"
+            f"--resume: {pkl} contains a {kind} network, so set --cond={int(G.c_dim > 0)}"
         )
 
 
@@ -833,8 +833,8 @@ def print_nvidia_resume(pkl: str, c: dnnlib.EasyDict, sources: dict[str, str]) -
 
 
 def write_converted_snapshot(pkl: str, data: dict) -> str:
-    """Save the networks of an NVIDIA pickle as one of our snapshots in a temporary folder
-    that is removed when this process exits; return its path."""
+    """Save the networks of an NVIDIA pickle as one of our snapshots and return its path. The
+    temporary folder of the file is removed when this process exits."""
     from training import snapshot as snapshot_lib
 
     folder = tempfile.mkdtemp(prefix="nvidia-resume-")
@@ -879,7 +879,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
 @click.option("--aug",          help="Augmentation mode  [default: ada; noaug for biggan]",        type=click.Choice(["noaug", "ada", "fixed"]), default="ada")
 @click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
-@click.option("--resume",       help="Resume from a snapshot file, the newest valid one of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
+@click.option("--resume",       help="Resume from a snapshot or NVIDIA network pickle, the newest valid snapshot of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
 @click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)

@@ -99,7 +99,7 @@ def rebuild_parameter(data, requires_grad, backward_hooks, *rest):
 
 class PickledEasyDict(dict):
     """Stand-in for `dnnlib.util.EasyDict`, which NVIDIA's training scripts use for nested
-    keyword arguments such as `mapping_kwargs`; it holds the items and nothing else."""
+    keyword arguments such as `mapping_kwargs`. It contains the items and nothing else."""
 
     def __setstate__(self, state: Any) -> None:
         if state:
@@ -110,7 +110,9 @@ def numpy_dtype(*args: Any) -> np.dtype:
     """Replace `numpy.dtype` in unpickling, rejecting dtypes that hold Python objects."""
     dtype = np.dtype(*args)
     if dtype.hasobject:
-        raise pickle.UnpicklingError(f"numpy dtype {dtype} holds Python objects")
+        raise pickle.UnpicklingError(
+            f"numpy dtype {dtype} contains Python objects, which is not allowed"
+        )
     return dtype
 
 
@@ -123,7 +125,7 @@ SAFE_GLOBALS = {
     ("dnnlib.util", "EasyDict"): PickledEasyDict,
     ("numpy", "dtype"): numpy_dtype,
     ("numpy", "ndarray"): np.ndarray,
-    # numpy 2 renamed numpy.core to numpy._core; pickles name either.
+    # numpy 2 renamed numpy.core to numpy._core, so pickles name either.
     ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
@@ -174,7 +176,7 @@ def unpickle_restricted(file: BinaryIO, source: str) -> Any:
 
 @dataclass(frozen=True)
 class ClassSpec:
-    """How one NVIDIA network class maps onto ours."""
+    """Mapping of one NVIDIA network class onto ours."""
 
     our_class: str  # Our class, built by name.
     top_kwargs: frozenset  # Accepted keyword arguments of the top-level constructor.
@@ -422,7 +424,7 @@ def load_nvidia_pickle(file: BinaryIO, source: str, device: str | torch.device) 
     data = unpickle_restricted(file, source)
     if not isinstance(data, dict):
         raise LegacyPickleError(
-            f"{source} holds a {type(data).__name__}; an NVIDIA network pickle holds a dict"
+            f"{source} contains a {type(data).__name__}, but NVIDIA network pickles contain a dict"
         )
     result = dnnlib.EasyDict(format=FORMAT_NVIDIA)
     for key in NETWORK_KEYS:
