@@ -91,11 +91,12 @@ def resolve_device(device: str, num_gpus: int) -> str:
 
 
 def load_network(network_pkl: str) -> dict:
-    """Load a snapshot on the CPU; returns a dict with 'G_ema' and 'training_set_kwargs'."""
-    from training.snapshot import load_network_snapshot
+    """Load a snapshot or an NVIDIA-format network pickle on the CPU; returns a dict with
+    'G_ema' and 'training_set_kwargs'."""
+    from training.legacy import load_network_pkl
 
     try:
-        return load_network_snapshot(network_pkl, device="cpu")
+        return load_network_pkl(network_pkl, device="cpu")
     except (OSError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--network") from err
 
@@ -157,7 +158,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
 
 # fmt: off
 @click.command()
-@click.option("--network", "network_pkl", help="Network snapshot file to evaluate", metavar="PATH", required=True)
+@click.option("--network", "network_pkl", help="Network snapshot or NVIDIA network pickle to evaluate", metavar="PATH", required=True)
 @click.option("--metrics",                help="Comma-separated metric names", metavar="[NAME|A,B,C]", default="fid50k_full", show_default=True)
 @click.option("--data",                   help="Real images: folder or zip [default: the snapshot's training data]", metavar="PATH")
 @click.option("--mirror",                 help="Add x-flipped real images [default: as recorded in the snapshot, off with --data]", type=bool, metavar="BOOL")

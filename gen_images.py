@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from training import legacy
 from training import snapshot as snapshot_lib
 
 
@@ -118,7 +119,7 @@ def save_image(img: torch.Tensor, path: str) -> None:
 
 # fmt: off
 @click.command()
-@click.option("--network",    "network_pkl", help="Network snapshot to load", metavar="PKL",             required=True)
+@click.option("--network",    "network_pkl", help="Network snapshot or NVIDIA network pickle to load", metavar="PKL", required=True)
 @click.option("--seeds",      help="Random seeds, e.g. '0,1,4-6'", metavar="LIST",                      type=parse_range, required=True)
 @click.option("--trunc",      "truncation_psi", help="Truncation psi (1 = no truncation)", metavar="FLOAT", type=float, default=1, show_default=True)
 @click.option("--class",      "class_idx", help="Class label for conditional networks", metavar="INT",   type=click.IntRange(min=0))
@@ -137,7 +138,7 @@ def main(
     device = torch.device(device)
     print(f'Loading networks from "{network_pkl}"...')
     try:
-        G = snapshot_lib.load_network_snapshot(network_pkl, device=device).G_ema
+        G = legacy.load_network_pkl(network_pkl, device=device).G_ema
     except (FileNotFoundError, snapshot_lib.SnapshotError) as err:
         raise click.ClickException(str(err)) from err
     if G is None:

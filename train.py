@@ -12,9 +12,12 @@ Example, the CPU demo on the bundled Fashion-MNIST data:
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 
@@ -701,6 +704,150 @@ def resolve_resume(opts: dnnlib.EasyDict) -> None:
     opts.resume = path
 
 
+# Options that set G or D constructor arguments, with the dotted names of those arguments. On
+# --resume from an NVIDIA pickle the arguments come from the pickle unless the option is given.
+NVIDIA_RESUME_OPTIONS = {
+    "cbase": ["G.channel_base", "D.channel_base"],
+    "cmax": ["G.channel_max", "D.channel_max"],
+    "map_depth": ["G.mapping_kwargs.num_layers"],
+    "mbstd_group": ["D.epilogue_kwargs.mbstd_group_size"],
+    "fp32": ["G.num_fp16_res", "G.conv_clamp", "D.num_fp16_res", "D.conv_clamp"],
+    "freezed": ["D.block_kwargs.freeze_layers"],
+}
+DATA_DIMENSIONS = ("c_dim", "img_resolution", "img_channels")  # Set from --data, not kwargs.
+
+
+def adopt_nvidia_resume(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
+    """When --resume names an NVIDIA StyleGAN2-ADA/StyleGAN3 pickle, take G and D's
+    architecture from it (except where options override it), print where each argument came
+    from, and point c.resume_pkl at a copy converted to our snapshot format."""
+    from training import legacy
+    from training import snapshot as snapshot_lib
+
+    pkl = c.get("resume_pkl")
+    if pkl is None or not snapshot_lib.is_nvidia_torch_pickle(pkl):
+        return
+    try:
+        data = legacy.load_network_pkl(pkl)
+    except (OSError, snapshot_lib.SnapshotError) as err:
+        raise click.ClickException(f"--resume: {err}") from err
+    check_nvidia_networks(pkl, data, c, opts)
+    sources = merge_nvidia_kwargs(c, opts, data.G.init_kwargs, data.D.init_kwargs)
+    print_nvidia_resume(pkl, c, sources)
+    group = get_nested(c.D_kwargs, ["epilogue_kwargs", "mbstd_group_size"]) or 1
+    if c.batch_gpu % group != 0:
+        raise click.ClickException(
+            f"--resume: {pkl} has minibatch-std group size {group}, which does not divide the "
+            f"per-process batch {c.batch_gpu}; set --mbstd-group or --batch-gpu"
+        )
+    c.resume_pkl = write_converted_snapshot(pkl, data)
+
+
+def check_nvidia_networks(pkl: str, data: dict, c: dnnlib.EasyDict, opts) -> None:
+    """Raise unless the pickle has G, D and G_ema, and its G fits --cfg and --data."""
+    for name in ("G", "D", "G_ema"):
+        if data[name] is None:
+            raise click.ClickException(f"--resume: {pkl} contains no {name} network")
+    G = data["G"]
+    G_class = f"{type(G).__module__}.{type(G).__name__}"
+    if G_class != c.G_kwargs.class_name:
+        raise click.ClickException(
+            f"--resume: {pkl} contains a {G_class}, but --cfg={opts.cfg} trains a "
+            f"{c.G_kwargs.class_name}; use the --cfg of the pickle's generator"
+        )
+    resolution = c.training_set_kwargs.resolution
+    if G.img_resolution != resolution:
+        raise click.ClickException(
+            f"--resume: {pkl} makes {G.img_resolution}x{G.img_resolution} images, but --data "
+            f"{opts.data} is {resolution}x{resolution}; use data at the pickle's resolution"
+        )
+    if (G.c_dim > 0) != bool(opts.cond):
+        kind = "class-conditional" if G.c_dim > 0 else "unconditional"
+        raise click.ClickException(
+            f"--resume: {pkl} contains a {kind} network, so set --cond={int(G.c_dim > 0)}"
+        )
+
+
+def merge_nvidia_kwargs(c, opts, G_init: dict, D_init: dict) -> dict[str, str]:
+    """Replace c.G_kwargs and c.D_kwargs by the pickle's arguments, keeping our class names,
+    the DMD settings and the arguments of options given on the command line. Returns where
+    each argument came from, by dotted name: 'the pickle' or the option's flag."""
+    flags = {
+        key: "--" + name.replace("_", "-")
+        for name, keys in NVIDIA_RESUME_OPTIONS.items()
+        if name in opts.explicit
+        for key in keys
+    }
+    sources = {}
+    for net, pickled, ours in [("G", G_init, c.G_kwargs), ("D", D_init, c.D_kwargs)]:
+        kwargs = copy.deepcopy({k: v for k, v in pickled.items() if k not in DATA_DIMENSIONS})
+        sources.update({key: "the pickle" for key in flatten_keys(kwargs, net)})
+        for key, flag in flags.items():
+            if key.startswith(net + "."):
+                path = key.split(".")[1:]
+                set_nested(kwargs, path, get_nested(ours, path))
+                sources[key] = flag
+        kwargs = dnnlib.EasyDict(kwargs, class_name=ours.class_name)
+        if "dmd_kwargs" in ours:
+            kwargs.dmd_kwargs = ours.dmd_kwargs
+        c[f"{net}_kwargs"] = kwargs
+    return sources
+
+
+def flatten_keys(kwargs: dict, prefix: str) -> list[str]:
+    """Return the dotted names of the leaves of nested dicts, e.g. 'G.mapping_kwargs.num_layers'."""
+    keys = []
+    for name, value in kwargs.items():
+        if isinstance(value, dict) and value:
+            keys += flatten_keys(value, f"{prefix}.{name}")
+        else:
+            keys.append(f"{prefix}.{name}")
+    return keys
+
+
+def get_nested(kwargs: dict, path: list[str]):
+    for name in path:
+        kwargs = kwargs.get(name) if isinstance(kwargs, dict) else None
+    return kwargs
+
+
+def set_nested(kwargs: dict, path: list[str], value) -> None:
+    for name in path[:-1]:
+        kwargs = kwargs.setdefault(name, {})
+    kwargs[path[-1]] = value
+
+
+def print_nvidia_resume(pkl: str, c: dnnlib.EasyDict, sources: dict[str, str]) -> None:
+    """Print every G and D argument with its value and source, and what a resume from an
+    NVIDIA pickle leaves out."""
+    print(f"Resuming from the NVIDIA network pickle {pkl}.")
+    print("G and D arguments, from the pickle unless given on the command line:")
+    for key in sorted(sources):
+        net, *path = key.split(".")
+        value = get_nested(c[f"{net}_kwargs"], path)
+        print(f"  {key:<36} {value!r:<24} from {sources[key]}")
+    print(
+        "NVIDIA pickles record no training progress and no optimizer state: training counts "
+        "from 0 kimg and both optimizers start fresh."
+    )
+
+
+def write_converted_snapshot(pkl: str, data: dict) -> str:
+    """Save the networks of an NVIDIA pickle as one of our snapshots and return its path. The
+    temporary folder of the file is removed when this process exits."""
+    from training import snapshot as snapshot_lib
+
+    folder = tempfile.mkdtemp(prefix="nvidia-resume-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, os.path.basename(pkl))
+    networks = {k: data[k] for k in ("G", "D", "G_ema", "augment_pipe") if data[k] is not None}
+    snapshot_lib.save_network_snapshot(
+        path, networks, training_set_kwargs=data.get("training_set_kwargs")
+    )
+    print(f"Converted {pkl} to this project's snapshot format: {path}")
+    return path
+
+
 def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
     """Find the metrics' feature networks now, so a missing file fails before any training."""
     if not opts.metrics:
@@ -732,7 +879,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--mirror",       help="Add x-flipped copies of the data", metavar="BOOL",           type=bool, default=False, show_default=True)
 @click.option("--aug",          help="Augmentation mode  [default: ada; noaug for biggan]",        type=click.Choice(["noaug", "ada", "fixed"]), default="ada")
 @click.option("--augpipe",      help="Augmentations for --aug=ada|fixed: blit, geom, color, filter, noise, cutout or the unions bg, bgc, bgcf, bgcfn, bgcfnc", type=click.Choice(list(AUGPIPE_SPECS)), default="bgc", show_default=True)
-@click.option("--resume",       help="Resume from a snapshot file, the newest valid one of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
+@click.option("--resume",       help="Resume from a snapshot or NVIDIA network pickle, the newest valid snapshot of a run directory, or 'latest' (newest run under --outdir)", metavar="[PKL|DIR|latest]", type=str)
 @click.option("--freezed",      help="Freeze this many of D's first layers", metavar="INT",       type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
 @click.option("--p",            help="Augmentation probability for --aug=fixed", metavar="FLOAT",  type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
@@ -816,6 +963,7 @@ def main(**kwargs):
     validate_options(opts)
     resolve_detector_early(opts)
     c, desc = build_config(opts)
+    adopt_nvidia_resume(c, opts)
     check_resume(c)
     launch_training(c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
 

@@ -7,9 +7,9 @@ evaluated at a raised sampling rate between two windowed-sinc low-pass filters
 (filtered_lrelu). Cutoffs, stopbands, sampling rates and widths follow a per-layer schedule.
 
 Module, parameter and buffer names follow NVIDIA's public StyleGAN3 release (`mapping.fc0`,
-`synthesis.input.freqs`, `synthesis.L3_36_512.down_filter`, ...), so a loader of their
-network pickles can copy the tensors by name (no such loader exists yet). Mixed precision is used only for tensors on CUDA, so on CPU
-every layer runs in float32 regardless of `num_fp16_res`.
+`synthesis.input.freqs`, `synthesis.L3_36_512.down_filter`, ...), so training/legacy.py copies
+the tensors of their network pickles by name. Mixed precision is used only for tensors on
+CUDA, so on CPU every layer runs in float32 regardless of `num_fp16_res`.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ def read_snapshot(path: str) -> dict:
 
 # Byte strings found in NVIDIA's network pickles: StyleGAN2-ADA/StyleGAN3 (PyTorch) pickles
 # reference torch_utils.persistence, and the original StyleGAN/StyleGAN2 ones dnnlib.tflib.
-NVIDIA_PICKLE_MARKERS = (b"torch_utils.persistence", b"dnnlib.tflib")
+NVIDIA_TORCH_MARKER = b"torch_utils.persistence"
+NVIDIA_TF_MARKER = b"dnnlib.tflib"
 HEAD_BYTES = 1 << 20  # How much of a file describe_non_zip() inspects.
 
 
@@ -185,11 +186,16 @@ def describe_non_zip(path: str) -> str:
             "it starts like a zip archive but its end is missing or damaged (a truncated copy "
             "or an interrupted write). Pick an earlier network-snapshot-*.pkl or copy it again."
         )
-    if head.startswith(b"\x80") and any(marker in head for marker in NVIDIA_PICKLE_MARKERS):
+    if head.startswith(b"\x80") and NVIDIA_TORCH_MARKER in head:
         return (
-            "it is an NVIDIA StyleGAN network pickle. NVIDIA-format pickles are not supported "
-            "yet, because loading them runs code stored in the file; use a snapshot written by "
-            "this project's train.py."
+            "it is an NVIDIA StyleGAN2-ADA/StyleGAN3 network pickle, which is not a training "
+            "snapshot of this project. gen_images.py, calc_metrics.py and train.py --resume=FILE "
+            "load such pickles through training.legacy.load_network_pkl()."
+        )
+    if head.startswith(b"\x80") and NVIDIA_TF_MARKER in head:
+        return (
+            "it is a TensorFlow StyleGAN/StyleGAN2 network pickle from NVIDIA, which cannot be "
+            "loaded here; only their PyTorch (StyleGAN2-ADA-PyTorch, StyleGAN3) pickles can."
         )
     if head.startswith(b"\x80"):
         return (
@@ -206,6 +212,15 @@ def describe_non_zip(path: str) -> str:
         "it has no recognizable format (expected a torch.save zip archive). The file may be "
         "corrupted or of another kind; pick a network-snapshot-*.pkl written by train.py."
     )
+
+
+def is_nvidia_torch_pickle(path: str) -> bool:
+    """Return whether `path` is a file that starts like NVIDIA's PyTorch network pickles."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    return head.startswith(b"\x80") and NVIDIA_TORCH_MARKER in head
 
 
 def check_zip_members(path: str) -> None:
@@ -284,7 +299,15 @@ def load_state_checked(
 
 
 def load_network_snapshot(path: str, device: str | torch.device = "cpu") -> dnnlib.EasyDict:
-    """Load a snapshot: networks G, D, G_ema (eval mode, on `device`) and the other fields."""
+    """Load a snapshot: networks G, D, G_ema (eval mode, on `device`) and the other fields.
+
+    An NVIDIA StyleGAN2-ADA/StyleGAN3 network pickle is passed on to
+    training.legacy.load_network_pkl(), which loads it without running code from the file.
+    """
+    if is_nvidia_torch_pickle(path):
+        from training import legacy  # Imported here because training.legacy imports this module.
+
+        return legacy.load_network_pkl(path, device=device)
     data = read_snapshot(path)
     result = dnnlib.EasyDict()
     for key, value in data.items():
