@@ -116,6 +116,17 @@ def make_dataset_kwargs(snapshot: dict, data: str | None, mirror: bool | None, G
             xflip=False,
         )
     elif recorded is not None:
+        from training.legacy import check_training_set_kwargs
+        from training.snapshot import SnapshotError
+
+        # The recorded class is built by name, so only the dataset class itself is accepted:
+        # a crafted snapshot must not be able to make this script call any other function.
+        try:
+            recorded = check_training_set_kwargs(recorded, "the snapshot")
+        except SnapshotError as err:
+            raise click.BadParameter(
+                f"{err}; give the real images with --data", param_hint="--network"
+            ) from err
         dataset_kwargs = dnnlib.EasyDict(recorded)
         dataset_kwargs.max_size = None  # Every real image; metrics without _full cap the count.
     else:

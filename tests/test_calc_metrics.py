@@ -158,6 +158,20 @@ def test_run_with_recorded_dataset(tmp_path, detector_path, monkeypatch):
     assert "Generated images: 100/100 images" in result.output
 
 
+def test_recorded_dataset_class_must_be_the_dataset(tmp_path, detector_path, monkeypatch):
+    network = tmp_path / "net.pkl"
+    network.write_bytes(b"")
+    marker = tmp_path / "must-not-appear"
+    recorded = dict(class_name="subprocess.run", args=["touch", str(marker)])
+    snapshot = dict(G_ema=TinyGenerator(), training_set_kwargs=recorded)
+    monkeypatch.setattr(calc_metrics, "load_network", lambda path: snapshot)
+    result = run_cli(["--network", str(network), "--detector", detector_path])
+    assert result.exit_code == 2
+    assert "subprocess.run" in result.output
+    assert "--data" in result.output
+    assert not marker.exists()
+
+
 def test_snapshot_without_dataset_needs_data(tmp_path, detector_path, monkeypatch):
     network = tmp_path / "net.pkl"
     network.write_bytes(b"")

@@ -325,7 +325,7 @@ BAD_FILES = {
     "random": "no recognizable format",
     "zip": "not a torch.save archive",
     "pickle": "is a Python pickle",
-    "nvidia": "NVIDIA-format pickles are not supported yet",
+    "nvidia": "not an NVIDIA network object",
     "torch": "not a dmd-gan-snapshot network snapshot",
 }
 
