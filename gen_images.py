@@ -128,7 +128,7 @@ def save_image(img: torch.Tensor, path: str) -> None:
 @click.option("--rotate",     help="StyleGAN3: rotate the content counterclockwise, in degrees", metavar="ANGLE",   type=float, default=0, show_default=True)
 @click.option("--outdir",     help="Where to save the images", metavar="DIR",                            type=str, required=True)
 @click.option("--device",     help="Device to run on",                                                   type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--ops",        help="Custom ops: CUDA kernels when validated, always, or never  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
+@click.option("--ops",        help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never)  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 # fmt: on
 def main(
     network_pkl,

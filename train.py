@@ -776,7 +776,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--dist-timeout", help="Time limit of each collective between processes, in minutes", metavar="MIN", type=click.FloatRange(min=0, min_open=True), default=misc.DEFAULT_DIST_TIMEOUT_MIN, show_default=True)
 @click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--ops",          help="Custom ops: CUDA kernels when validated, always, or never  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
+@click.option("--ops",          help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never)  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 @click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
 # fmt: on
 def main(**kwargs):

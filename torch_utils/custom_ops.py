@@ -8,9 +8,9 @@ option also sets DMD_OPS, so that spawned processes follow it:
   ref   The reference PyTorch ops always. They are the definition of every op, run on any
         device and differentiate to any order.
   cuda  The CUDA kernels for CUDA tensors. If the kernels cannot be built, the first op that
-        needs them raises OpsBuildError, which names what is missing: ninja, nvcc, a host C++
-        compiler, the CUDA headers, or a CUDA toolkit whose major version differs from the
-        one PyTorch was built with (torch.version.cuda).
+        needs them raises OpsBuildError. Its message names what is missing: ninja, nvcc, a
+        host C++ compiler, the CUDA headers, or a CUDA toolkit of the major version that
+        PyTorch was built with (torch.version.cuda).
   auto  (default) A kernel only where it is marked VALIDATED below and builds; everything
         else runs the reference ops, with one warning per process.
 
@@ -62,8 +62,8 @@ EXTENSION_NAME = "dmd_ops"
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops", "cuda")
 SOURCES = ("dmd_ops.cpp", "bias_act.cu", "upfirdn2d.cu")
 
-# How long a process waits for another one that is building the extension, in seconds. A
-# cold build of the three sources takes about 2 minutes on 2 busy CPU cores.
+# How long a process waits for another one that is building the extension, in seconds.
+# Compiling the three sources to object files took about 2 minutes on 2 busy CPU cores.
 BUILD_LOCK_TIMEOUT_S = 600.0
 _LOCK_POLL_S = 0.5
 
@@ -75,7 +75,7 @@ SLOWDOWN_NOTE = (
 
 
 class OpsBuildError(RuntimeError):
-    """The CUDA kernels could not be built or loaded; the message says what is missing."""
+    """The CUDA kernels could not be built or loaded; the message names what is missing."""
 
 
 class ReferenceOpsWarning(UserWarning):
@@ -191,6 +191,7 @@ def check_build_tools() -> None:
             f"this PyTorch build ({torch.__version__}) has no CUDA support "
             f"(torch.version.cuda is None); install a CUDA build of torch or use --ops=ref"
         )
+
     if shutil.which("ninja") is None:
         raise OpsBuildError(
             "ninja not found on PATH; install it (pip install ninja or your package manager)"
@@ -201,6 +202,7 @@ def check_build_tools() -> None:
             f"host C++ compiler {compiler!r} not found on PATH (set CXX to choose another); "
             f"install g++ or clang++"
         )
+
     cuda_home = find_cuda_home()
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     if not os.path.isfile(nvcc):
@@ -213,6 +215,7 @@ def check_build_tools() -> None:
             f"CUDA headers not found: {header} is missing; install the CUDA toolkit's "
             f"development files or set CUDA_HOME to a complete toolkit"
         )
+
     toolkit = nvcc_version(nvcc)
     if toolkit.split(".")[0] != torch.version.cuda.split(".")[0]:
         raise OpsBuildError(
@@ -364,8 +367,8 @@ def build_kernels_rank0_first(device: torch.device) -> None:
     misc.init_process()) and before the networks run. It does nothing for CPU devices or
     when the policy needs no kernels. Without a process group it builds in this process.
     A failed build on rank 0 still reaches the barrier, so no rank waits for the collective
-    timeout; each rank then raises OpsBuildError under 'cuda' and falls back to the
-    reference ops, with the warning, under 'auto'.
+    timeout. After a failure, each rank raises OpsBuildError under 'cuda'. Under 'auto' it
+    runs the reference ops and warns once.
     """
     if device.type != "cuda" or not wants_kernels():
         return

@@ -181,7 +181,8 @@ class _BiasActCuda(torch.autograd.Function):
 
 
 class _BiasActGradCuda(torch.autograd.Function):
-    """dz = dy * gain * act'(x + b) * inside-clamp, differentiable once more."""
+    """Gradient dz = dy * gain * act'(x + b), 0 where the clamp cut the output. Its own
+    backward runs the kernel again, and a third derivative raises an error."""
 
     @staticmethod
     def forward(ctx, dy, x, b, params):

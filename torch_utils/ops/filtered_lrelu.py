@@ -111,8 +111,8 @@ def _use_kernels(x, fu, fd, b) -> bool:
 
 
 def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """The steps of filtered_lrelu() as three kernel calls: bias and upsampling filter, then
-    leaky ReLU, gain and clamp, then the downsampling filter. Unlike the reference path it
+    """Run the steps of filtered_lrelu() as kernel calls: bias, upsampling filter, then
+    leaky ReLU with gain and clamp, then the downsampling filter. Unlike the reference path it
     does not fold the gain into the upsampling taps, so results agree to rounding only."""
     if b is not None:
         x = ba.bias_act_cuda(x, b, 1, "linear", 0.0, 1.0, -1.0)

@@ -362,7 +362,7 @@ def _transposed_padding(size, taps, up, down, pad0, pad1):
     """Return the padding (pad0', pad1') of the gradient op along one axis.
 
     The forward op reads padded position o * down + k for output o and correlation tap k,
-    and padded position q holds input sample (q - pad0) / up. The gradient op upsamples the
+    and padded position q contains input sample (q - pad0) / up. The gradient op upsamples the
     output gradient by `down`, pads it by (pad0', pad1'), correlates it with the reversed
     taps and keeps every up-th sample. Matching the two sums gives pad0' = taps - 1 - pad0.
     pad1' makes the gradient op's output exactly `size` samples long."""

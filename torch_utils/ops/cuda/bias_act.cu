@@ -31,7 +31,8 @@ __device__ T activation(int act, int order, T z, T alpha) {
             return order == 1 && z > T(0) ? one : T(0);
         case kLrelu:
             if (order == 0) return z > T(0) ? z : z * alpha;
-            return order == 1 ? (z > T(0) ? one : alpha) : T(0);
+            if (order == 1) return z > T(0) ? one : alpha;
+            return T(0);
         case kTanh: {
             const T t = tanh(z);
             if (order == 0) return t;

@@ -1,7 +1,6 @@
 // Declarations shared by the CUDA sources and the Python binding of the dmd_ops extension.
-// The Python side (torch_utils/custom_ops.py and the op modules) checks shapes, dtypes and
-// devices before it calls these functions; the functions repeat the checks that would
-// otherwise read out of bounds.
+// The op modules check shapes, dtypes and devices before they call these functions. The
+// functions repeat the checks whose failure would read out of bounds.
 
 #pragma once
 

@@ -39,7 +39,7 @@ __global__ void upfirdn2d_kernel(scalar_t* __restrict__ out, const scalar_t* __r
         const scalar_t* image = x + plane * p.in_h * p.in_w;
 
         // Output (oy, ox) correlates the taps with the padded, upsampled image starting at
-        // (oy * downy, ox * downx). Upsampled position u holds input sample u / up when u is
+        // (oy * downy, ox * downx). Upsampled position u contains input sample u / up when u is
         // a multiple of up, and padded position q is upsampled position q - pad0.
         const int64_t base_y = oy * p.downy - p.pady0;
         const int64_t base_x = ox * p.downx - p.padx0;
