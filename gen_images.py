@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from torch_utils import custom_ops
 from training import legacy
 from training import snapshot as snapshot_lib
 
@@ -128,11 +129,22 @@ def save_image(img: torch.Tensor, path: str) -> None:
 @click.option("--rotate",     help="StyleGAN3: rotate the content counterclockwise, in degrees", metavar="ANGLE",   type=float, default=0, show_default=True)
 @click.option("--outdir",     help="Where to save the images", metavar="DIR",                            type=str, required=True)
 @click.option("--device",     help="Device to run on",                                                   type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--ops",        help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never)  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 # fmt: on
 def main(
-    network_pkl, seeds, truncation_psi, class_idx, noise_mode, translate, rotate, outdir, device
+    network_pkl,
+    seeds,
+    truncation_psi,
+    class_idx,
+    noise_mode,
+    translate,
+    rotate,
+    outdir,
+    device,
+    ops,
 ):
     """Generate one image per seed with G_ema from a network snapshot."""
+    custom_ops.apply_ops_option(ops)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)

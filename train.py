@@ -27,7 +27,7 @@ import torch
 from click.core import ParameterSource
 
 import dnnlib
-from torch_utils import misc
+from torch_utils import custom_ops, misc
 from training import faults, training_loop
 from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError
@@ -923,6 +923,7 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--dist-timeout", help="Time limit of each collective between processes, in minutes", metavar="MIN", type=click.FloatRange(min=0, min_open=True), default=misc.DEFAULT_DIST_TIMEOUT_MIN, show_default=True)
 @click.option("--device",       help="Device to train on",                                         type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--ops",          help="CUDA kernels for bias_act, upfirdn2d, filtered_lrelu: auto (validated ones only), cuda (always), ref (never)  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 @click.option("-n", "--dry-run", help="Print the training options and exit",                       is_flag=True)
 # fmt: on
 def main(**kwargs):
@@ -949,6 +950,7 @@ def main(**kwargs):
     python train.py --outdir=~/training-runs --cfg=biggan --data=~/datasets/cifar10.zip \\
         --gpus=1 --batch=50 --cond=1 --dmd=1
     """
+    custom_ops.apply_ops_option(kwargs["ops"])
     opts = dnnlib.EasyDict(kwargs)
     ctx = click.get_current_context()
     opts.explicit = {

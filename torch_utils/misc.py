@@ -378,6 +378,7 @@ def init_process(
 
     The group meets through a file in `temp_dir`, or through torchrun's MASTER_ADDR and
     MASTER_PORT (env://) when temp_dir is None. It uses NCCL on CUDA and gloo on the CPU.
+    On CUDA it then builds the custom kernels that the --ops policy needs, rank 0 first.
     """
     global _dist_timeout_min
     _dist_timeout_min = float(timeout_min)
@@ -399,6 +400,11 @@ def init_process(
             world_size=num_gpus,
             timeout=datetime.timedelta(minutes=timeout_min),
         )
+    # Build the custom CUDA kernels (when the --ops policy asks for them) on rank 0 first,
+    # while the other ranks wait, so they never compile into the same folder at once.
+    from torch_utils import custom_ops
+
+    custom_ops.build_kernels_rank0_first(device)
     return device
 
 

@@ -8,6 +8,9 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from torch_utils import custom_ops
+
+from . import bias_act as ba
 from . import upfirdn2d as fir
 from .upfirdn2d import _get_filter_size, _parse_padding
 
@@ -26,7 +29,7 @@ def filtered_lrelu(
     slope: float = 0.2,
     clamp: float | None = None,
     flip_filter: bool = False,
-    impl: str = "ref",
+    impl: str | None = None,
 ) -> torch.Tensor:
     """Add a bias, upsample, apply leaky ReLU, gain and clamp, then downsample.
 
@@ -51,7 +54,9 @@ def filtered_lrelu(
     slope:       negative slope of the leaky ReLU.
     clamp:       bound applied after the gain, >= 0; None disables clamping.
     flip_filter: correlate with `fu` and `fd` instead of convolving, as in upfirdn2d().
-    impl:        implementation; only 'ref' (upfirdn2d() and plain PyTorch ops) exists.
+    impl:        'ref' for upfirdn2d() and plain PyTorch ops, or None to follow the --ops
+                 policy of torch_utils.custom_ops, which picks the CUDA kernels or 'ref' for
+                 CUDA tensors.
     Returns [N, C, out_h, out_w] in the dtype of `x`, with each size as given by
     filtered_lrelu_output_size().
     """
@@ -59,6 +64,9 @@ def filtered_lrelu(
     up, down, gain, slope = int(up), int(down), float(gain), float(slope)
     padding = _parse_padding(padding)
     out_h, out_w = _output_shape(x, fu, fd, up, down, padding)
+    if impl is None and _use_kernels(x, fu, fd, b):
+        x = _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return _check_output(x, out_h, out_w)
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
 
@@ -80,12 +88,42 @@ def filtered_lrelu(
         x = x[:, :, ::down, ::down]
     else:
         x = fir.upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
+    return _check_output(x, out_h, out_w)
+
+
+def _check_output(x, out_h, out_w):
     if x.shape[2:] != (out_h, out_w):
         raise RuntimeError(
             f"filtered_lrelu: produced {x.shape[2]}x{x.shape[3]} images but expected "
             f"{out_h}x{out_w}; this is a bug in filtered_lrelu"
         )
     return x
+
+
+def _use_kernels(x, fu, fd, b) -> bool:
+    """Return whether the --ops policy picks the CUDA kernels for these tensors. Filters
+    that need a gradient stay on the reference path, which differentiates them."""
+    filters = [f for f in (fu, fd) if f is not None]
+    if any(f.requires_grad for f in filters):
+        return False
+    tensors = [x, *filters] + ([] if b is None else [b])
+    return custom_ops.kernels_for("filtered_lrelu", *tensors) is not None
+
+
+def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    """Run the steps of filtered_lrelu() as kernel calls: bias, upsampling filter, then
+    leaky ReLU with gain and clamp, then the downsampling filter. Unlike the reference path it
+    does not fold the gain into the upsampling taps, so results agree to rounding only."""
+    if b is not None:
+        x = ba.bias_act_cuda(x, b, 1, "linear", 0.0, 1.0, -1.0)
+    if not (fu is None and up == 1 and not any(padding)):
+        taps = fu if fu is not None else torch.ones([1, 1], device=x.device)
+        x = fir.upfirdn2d_cuda(x, taps, (up, up), (1, 1), padding, flip_filter, up**2)
+    clamp = -1.0 if clamp is None else float(clamp)
+    x = ba.bias_act_cuda(x, None, 1, "lrelu", slope, gain, clamp)
+    if fd is None:
+        return x[:, :, ::down, ::down]
+    return fir.upfirdn2d_cuda(x, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1.0)
 
 
 def filtered_lrelu_output_size(
@@ -124,9 +162,10 @@ def _output_shape(x, fu, fd, up, down, padding) -> tuple[int, int]:
 
 
 def _check_args(x, fu, fd, b, up, down, gain, slope, clamp, flip_filter, impl):
-    if impl != "ref":
+    if impl not in ("ref", None):
         raise ValueError(
-            f"Unknown filtered_lrelu implementation impl={impl!r}; only 'ref' exists for now"
+            f"Unknown filtered_lrelu implementation impl={impl!r}; only 'ref' exists, and "
+            f"None follows the --ops policy"
         )
     if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point()):
         raise ValueError(

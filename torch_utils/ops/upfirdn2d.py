@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch_utils import custom_ops
+
 # Implementation that upfirdn2d() and its wrappers use when a caller passes impl=None, as every
 # op and network in this repository does. Set it to 'ref' or 'matmul' to force one path
 # everywhere, for example to time or compare them.
@@ -160,7 +162,9 @@ def upfirdn2d(
     impl:        'ref' (single-channel conv2d), 'matmul' (banded matrices for 1D and rank-1
                  2D filters, conv2d for other 2D filters and for f=None), 'auto' (like
                  'matmul' on the CPU for sizes where it is faster, see _prefer_matmul(),
-                 else like 'ref'), or None for the module-level `default_impl`.
+                 on CUDA the kernel when the --ops policy of torch_utils.custom_ops picks
+                 it and `f` needs no gradient, else like 'ref'), or None for the
+                 module-level `default_impl`.
     Returns [N, C, (H * up_y + py0 + py1 - fh) // down_y + 1, ... likewise for W].
     """
     if impl is None:
@@ -182,6 +186,9 @@ def upfirdn2d(
         )
 
     args = dict(up=up, down=down, padding=padding, flip_filter=flip_filter)
+    if impl == "auto" and not f.requires_grad:
+        if custom_ops.kernels_for("upfirdn2d", x, f) is not None:
+            return upfirdn2d_cuda(x, f, gain=gain, **args)
     if impl == "matmul" or (impl == "auto" and _prefer_matmul(x, f)):
         factors = _separable_factors(f.to(torch.promote_types(f.dtype, x.dtype)), gain)
         if factors is not None:
@@ -322,6 +329,72 @@ def _upfirdn2d_matmul(x, factors_x, factors_y, up, down, padding, flip_filter):
     matrix_h = _axis_matrix(*factors_y, x.shape[2], upy, downy, py0, py1, **args)  # [H', H]
     x = torch.matmul(x, matrix_w.t())  # [N, C, H, W']
     return torch.matmul(matrix_h, x)  # [N, C, H', W']
+
+
+# ----------------------------------------------------------------------------
+# CUDA kernel path. The kernel takes 2D correlation taps, so a true convolution flips them
+# first and a separable 1D filter runs as two passes, along W and then along H. The gradient
+# of the op with respect to x is the op again with up and down swapped, the filter flipped
+# and the padding transposed (_transposed_padding), so backward calls the same kernel and
+# differentiates to any order.
+
+
+def upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
+    """Run upfirdn2d() with the CUDA kernel, with up, down and padding already parsed into
+    (x, y) pairs and (x0, x1, y0, y1)."""
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = padding
+    taps = f.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    if not flip_filter:
+        taps = taps.flip(list(range(taps.ndim)))
+    if taps.ndim == 2:
+        params = (upx, upy, downx, downy, px0, px1, py0, py1, float(gain))
+        return _Upfirdn2dCuda.apply(x, taps.contiguous(), params)
+    # Separable: the W pass resamples and pads only x, the H pass only y and takes the gain.
+    params_x = (upx, 1, downx, 1, px0, px1, 0, 0, 1.0)
+    params_y = (1, upy, 1, downy, 0, 0, py0, py1, float(gain))
+    x = _Upfirdn2dCuda.apply(x, taps[np.newaxis, :].contiguous(), params_x)
+    return _Upfirdn2dCuda.apply(x, taps[:, np.newaxis].contiguous(), params_y)
+
+
+def _transposed_padding(size, taps, up, down, pad0, pad1):
+    """Return the padding (pad0', pad1') of the gradient op along one axis.
+
+    The forward op reads padded position o * down + k for output o and correlation tap k,
+    and padded position q contains input sample (q - pad0) / up. The gradient op upsamples the
+    output gradient by `down`, pads it by (pad0', pad1'), correlates it with the reversed
+    taps and keeps every up-th sample. Matching the two sums gives pad0' = taps - 1 - pad0.
+    pad1' makes the gradient op's output exactly `size` samples long."""
+    out = (size * up + pad0 + pad1 - taps) // down + 1
+    pad0_t = taps - 1 - pad0
+    pad1_t = (size - 1) * up + taps - out * down - pad0_t
+    return pad0_t, pad1_t
+
+
+class _Upfirdn2dCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, taps, params):
+        upx, upy, downx, downy, px0, px1, py0, py1, gain = params
+        ctx.save_for_backward(taps)
+        ctx.params = params
+        ctx.in_size = (x.shape[2], x.shape[3])
+        kernels = custom_ops.load_extension()
+        return kernels.upfirdn2d(x.contiguous(), taps, *params)
+
+    @staticmethod
+    def backward(ctx, dy):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (taps,) = ctx.saved_tensors
+        upx, upy, downx, downy, px0, px1, py0, py1, gain = ctx.params
+        h, w = ctx.in_size
+        fh, fw = taps.shape
+        tx0, tx1 = _transposed_padding(w, fw, upx, downx, px0, px1)
+        ty0, ty1 = _transposed_padding(h, fh, upy, downy, py0, py1)
+        params = (downx, downy, upx, upy, tx0, tx1, ty0, ty1, gain)
+        dx = _Upfirdn2dCuda.apply(dy, taps.flip([0, 1]).contiguous(), params)
+        return dx, None, None
 
 
 # ----------------------------------------------------------------------------
