@@ -45,23 +45,38 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
     log_path = os.path.join(c.run_dir, "log.txt") if rank == 0 else None
     logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
     try:
+        if c.device_type == "cpu" and c.num_gpus > 1:
+            # Share the cores between the CPU ranks instead of oversubscribing them.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // c.num_gpus))
         device = misc.init_process(
             rank, c.num_gpus, c.device_type, temp_dir, timeout_min=c.dist_timeout
         )
+        run_rank_reporting_errors(rank, device, c)
+    finally:
+        if c.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        logger.close()
+
+
+def run_rank_reporting_errors(rank: int, device: torch.device, c: dnnlib.EasyDict) -> None:
+    """Run the training loop, and turn the errors whose message says what to do (a stop by the
+    NaN policy or a failed snapshot write, a damaged image) into that message and exit code 1,
+    without a traceback."""
+    try:
         run_training_loop(rank, device, c)
+        if c.num_gpus > 1:
+            # Finish together, so that no rank tears down the process group while another
+            # still uses it (a rank then aborted at exit under load, in gloo's threads).
+            with misc.collective_phase("exit", c.total_kimg):
+                torch.distributed.barrier()
     except faults.TrainingStopped as err:
         # Every rank stops at the same step, and rank 0 prints the reason, also into log.txt.
         if rank == 0:
             print(f"\nError: {err}", flush=True)
         raise SystemExit(1) from None
     except DatasetError as err:
-        # A damaged image: the message names the file and what to do, so no traceback.
         print(f"\nError on rank {rank}: {err}", flush=True)
         raise SystemExit(1) from None
-    finally:
-        if c.num_gpus > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        logger.close()
 
 
 def run_training_loop(rank: int, device: torch.device, c: dnnlib.EasyDict) -> None:
@@ -106,10 +121,11 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
 def spawn_ranks(c: dnnlib.EasyDict, temp_dir: str) -> None:
     """Run subprocess_fn in c.num_gpus processes and wait for them.
 
-    While they run, this process ignores SIGINT, which a terminal's Ctrl-C delivers to every
-    process of the group anyway, and forwards SIGTERM to them, so that each rank writes its
-    part of a final snapshot and stops cleanly. A rank that exits with an error ends this
-    process with the same exit code; the rank has already printed why.
+    While they run, this process forwards SIGINT and SIGTERM to them, so that each rank
+    writes its part of a final snapshot and stops cleanly. A terminal's Ctrl-C also reaches
+    every rank directly; the ranks count a repeat within 2 seconds as the same signal. A rank
+    that exits with an error ends this process with the same exit code; the rank has already
+    printed why.
     """
     context = torch.multiprocessing.spawn(
         fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus, join=False
@@ -120,10 +136,7 @@ def spawn_ranks(c: dnnlib.EasyDict, temp_dir: str) -> None:
             if process.is_alive():
                 os.kill(process.pid, signum)
 
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
-    }
+    previous = {signum: signal.signal(signum, forward) for signum in faults.StopSignal.SIGNALS}
     try:
         while not context.join():
             pass
@@ -170,7 +183,7 @@ def launch_torchrun_rank(
         log_path = os.path.join(c.run_dir, "log.txt") if dist_env.rank == 0 else None
         logger = dnnlib.util.Logger(file_name=log_path, file_mode="a", should_flush=True)
         try:
-            run_training_loop(dist_env.rank, device, c)
+            run_rank_reporting_errors(dist_env.rank, device, c)
         finally:
             logger.close()
     finally:

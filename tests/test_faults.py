@@ -26,6 +26,7 @@ import gen_images
 import train
 from torch_utils import misc, training_stats
 from training import faults, training_loop
+from training import loss as loss_lib
 from training import snapshot as snapshot_lib
 from training.networks_stylegan2 import Discriminator, Generator
 
@@ -134,6 +135,41 @@ def test_nan_policy_stop_raises_with_phase_and_kimg():
         run_nan_steps("stop")
     assert "phase Dboth at kimg 0.004" in str(info.value)
     assert "--nan-policy=stop" in str(info.value)
+
+
+class SaturatedLoss(loss_lib.Loss):
+    """A loss that is +Inf at one step while its gradient stays finite (zero), as when D's
+    outputs saturate; the loss check must still catch it."""
+
+    def __init__(self, G, D, inf_nimg):
+        super().__init__(device=torch.device("cpu"), G=G, D=D)
+        self.inf_nimg = inf_nimg
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        module = self.G if phase.startswith("G") else self.D
+        params = sum(p.sum() for p in module.parameters())
+        if phase.startswith("D") and cur_nimg == self.inf_nimg:
+            value = torch.full([1], float("inf")) + params * 0  # d/dp = 0, finite
+        else:
+            value = params.reshape(1)
+        self.backward(value, gain)
+
+
+def test_nan_policy_catches_infinite_loss_with_finite_gradients(capsys):
+    G, D = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    for module in (G, D):
+        torch.nn.init.zeros_(module.bias)
+    phases = sgd_phases(G, D)
+    loss = SaturatedLoss(G, D, inf_nimg=4)
+    dummy = [torch.zeros(1)]
+    batch = (dummy, dummy, [dummy] * len(phases), [dummy] * len(phases))
+    state = dnnlib.EasyDict(skipped_steps=0, tick_skipped_steps=0)
+    for step in range(3):
+        state.batch_idx, state.cur_nimg = step, step * 4
+        training_loop.run_step(phases, loss, batch, state, 1, nan_policy="skip")
+    assert state.skipped_steps == 1
+    assert D.bias.item() == pytest.approx(-0.2)  # the step at nimg 4 was skipped
+    assert "phase Dboth at kimg 0.004" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------

@@ -33,8 +33,9 @@ def any_rank(flag: bool, num_gpus: int, device: torch.device) -> bool:
 
     All ranks must call it at the same point. With one process no collective runs.
     """
-    # NOTE: the multi-process paths here (this all-reduce, all_gather_object of the random
-    # states) and the CUDA generator state have not been run yet. The tests use one CPU process.
+    # NOTE: the tests run these multi-process paths (this all-reduce, all_gather_object of the
+    # random states) with gloo on CPU processes only; NCCL and the CUDA generator state have
+    # not been run.
     if num_gpus <= 1:
         return bool(flag)
     # NCCL reduces only CUDA tensors, and gloo takes CPU tensors.

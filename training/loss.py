@@ -38,6 +38,20 @@ class Loss:
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
+        self.reset_loss_check()
+
+    def reset_loss_check(self) -> None:
+        """Start a new loss_check: 0, until a loss passed to backward() is NaN or Inf."""
+        # The training loop checks it with the gradients: a non-finite loss can still give
+        # finite (zero) gradients, for example when D's outputs saturate.
+        self.loss_check = torch.zeros([1], device=self.device)
+
+    def backward(self, loss: torch.Tensor, gain: float) -> None:
+        """Call backward() on loss.mean() * gain, and make loss_check NaN when the mean is NaN
+        or Inf (times 0 keeps NaN and turns Inf into NaN), without a device synchronization."""
+        value = loss.mean()
+        self.loss_check = self.loss_check + value.detach() * 0
+        value.mul(gain).backward()
 
     def augment(self, img: torch.Tensor) -> torch.Tensor:
         """Return img [N, C, H, W] through the augmentation pipe, or unchanged without one."""
@@ -152,7 +166,7 @@ class StyleGAN2Loss(Loss):
             loss_Gmain = F.softplus(-gen_logits)
             training_stats.report("Loss/G/loss", loss_Gmain)
         with torch.autograd.profiler.record_function("Gmain_backward"):
-            loss_Gmain.mean().mul(gain).backward()
+            self.backward(loss_Gmain, gain)
 
     def _accumulate_Greg(self, gen_z, gen_c, gain):
         # Path-length regularization: keep ||J_w^T y|| close to its running mean, where y is
@@ -172,7 +186,7 @@ class StyleGAN2Loss(Loss):
             loss_Gpl = pl_penalty * self.pl_weight
             training_stats.report("Loss/G/reg", loss_Gpl)
         with torch.autograd.profiler.record_function("Gpl_backward"):
-            loss_Gpl.mean().mul(gain).backward()
+            self.backward(loss_Gpl, gain)
 
     def _accumulate_Dgen(self, gen_z, gen_c, gain, blur_sigma):
         # Push D(G(z)) down: softplus(D(G(z))). update_emas lets G track w_avg here only.
@@ -186,7 +200,7 @@ class StyleGAN2Loss(Loss):
             loss_Dgen = F.softplus(gen_logits)
             self._loss_Dgen = loss_Dgen.detach()
         with torch.autograd.profiler.record_function("Dgen_backward"):
-            loss_Dgen.mean().mul(gain).backward()
+            self.backward(loss_Dgen, gain)
 
     def _accumulate_Dreal(self, phase, real_img, real_c, gain, blur_sigma):
         # Push D(x) up: softplus(-D(x)); R1 penalizes ||grad_x D(x)||^2 on real images.
@@ -215,7 +229,7 @@ class StyleGAN2Loss(Loss):
                 training_stats.report("Loss/r1_penalty", r1_penalty)
                 training_stats.report("Loss/D/reg", loss_Dr1)
         with torch.autograd.profiler.record_function(name + "_backward"):
-            (loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+            self.backward(loss_Dreal + loss_Dr1, gain)
 
 
 class BigGANLoss(Loss):
@@ -255,7 +269,7 @@ class BigGANLoss(Loss):
             loss_Gmain = -gen_logits
             training_stats.report("Loss/G/loss", loss_Gmain)
         with torch.autograd.profiler.record_function("Gmain_backward"):
-            loss_Gmain.mean().mul(gain).backward()
+            self.backward(loss_Gmain, gain)
 
     def _accumulate_Dgen(self, gen_z, gen_c, gain) -> torch.Tensor:
         # Push D(G(z)) below -1: relu(1 + D(G(z))). Scores already below -1 get no gradient.
@@ -267,7 +281,7 @@ class BigGANLoss(Loss):
             training_stats.report("Loss/signs/fake", gen_logits.sign())
             loss_Dgen = F.relu(1 + gen_logits)
         with torch.autograd.profiler.record_function("Dgen_backward"):
-            loss_Dgen.mean().mul(gain).backward()
+            self.backward(loss_Dgen, gain)
         return loss_Dgen.detach()
 
     def _accumulate_Dreal(self, real_img, real_c, gain, loss_Dgen):
@@ -279,7 +293,7 @@ class BigGANLoss(Loss):
             loss_Dreal = F.relu(1 - real_logits)
             training_stats.report("Loss/D/loss", add_per_image(loss_Dreal.detach(), loss_Dgen))
         with torch.autograd.profiler.record_function("Dreal_backward"):
-            loss_Dreal.mean().mul(gain).backward()
+            self.backward(loss_Dreal, gain)
 
 
 def add_per_image(loss_real: torch.Tensor, loss_fake: torch.Tensor) -> torch.Tensor:

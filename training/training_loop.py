@@ -274,15 +274,17 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None) -> bool:
     the ranks, then take one optimizer step.
 
     round_seeds: one seed per round for torch's global generators, or None to leave them.
-    Returns False, without taking the step, when a gradient contains NaN or Inf. A non-finite
-    loss makes its gradients non-finite, so this also covers the losses. The check runs after
-    the all-reduce, where one rank's NaN has reached every rank, so all ranks decide alike.
+    Returns False, without taking the step, when a gradient or a loss (the loss's loss_check)
+    contains NaN or Inf. The check runs after the all-reduce, which also carries loss_check,
+    so one rank's NaN reaches every rank and all ranks decide alike.
     """
     real_img, real_c, phase_gen_z, phase_gen_c = batch
     if phase.start_event is not None:
         phase.start_event.record(torch.cuda.current_stream(real_img[0].device))
 
     phase.opt.zero_grad(set_to_none=True)
+    if hasattr(loss, "reset_loss_check"):
+        loss.reset_loss_check()
     phase.module.requires_grad_(True)
     num_rounds = 0
     for r_img, r_c, g_z, g_c in zip(real_img, real_c, phase_gen_z, phase_gen_c):
@@ -302,22 +304,29 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None) -> bool:
 
     with torch.autograd.profiler.record_function(phase.name + "_opt"):
         params = [p for p in phase.module.parameters() if p.grad is not None]
+        checks = (
+            [loss.loss_check] if isinstance(getattr(loss, "loss_check", None), torch.Tensor) else []
+        )
         # Each round's loss is a mean over its images, so dividing the summed gradients by
         # the number of rounds on all ranks gives the mean over the global minibatch.
         num_means = max(num_rounds, 1) * num_gpus
         if num_gpus > 1 and params:
-            # One all-reduce of the flattened gradients; the loss calls submodules such as
-            # G.mapping directly, which DistributedDataParallel's forward wrapper would not see.
-            flat = torch.cat([p.grad.flatten() for p in params])
+            # One all-reduce of the flattened gradients and loss checks; the loss calls
+            # submodules such as G.mapping directly, which DistributedDataParallel's forward
+            # wrapper would not see.
+            tensors = [p.grad.flatten() for p in params] + [c.flatten() for c in checks]
+            flat = torch.cat(tensors)
             with misc.collective_phase(phase.name, cur_nimg / 1000):
                 torch.distributed.all_reduce(flat)
             flat /= num_means
-            for p, grad in zip(params, flat.split([p.numel() for p in params])):
+            parts = flat.split([t.numel() for t in tensors])
+            for p, grad in zip(params, parts):
                 p.grad.copy_(grad.reshape(p.shape))
+            checks = list(parts[len(params) :])
         elif num_means > 1:
             for p in params:
                 p.grad /= num_means
-        finite = faults.gradients_are_finite([p.grad for p in params])
+        finite = faults.gradients_are_finite([p.grad for p in params] + checks)
         if finite:
             phase.opt.step()
 
@@ -753,13 +762,15 @@ def run_training_steps(
 
 def check_stop_signal(ctx, state, stop_signal: faults.StopSignal) -> bool:
     """Return True on every rank when any rank received SIGINT or SIGTERM; one all-reduce."""
-    if not faults.any_rank(stop_signal.signum is not None, ctx.num_gpus, ctx.device):
+    with misc.collective_phase("stop", state.cur_nimg / 1000):
+        stop = faults.any_rank(stop_signal.signum is not None, ctx.num_gpus, ctx.device)
+    if not stop:
         return False
     state.stop_signal = stop_signal.name or "a signal on another rank"
     if ctx.rank == 0:
         print(
-            f"\nReceived {state.stop_signal}: writing a snapshot and stopping "
-            f"(send the signal again to exit at once)",
+            f"\nReceived {state.stop_signal}: writing a snapshot and stopping (a second signal "
+            f"more than {faults.StopSignal.REPEAT_WINDOW_S:g} s later exits at once)",
             flush=True,
         )
     return True
@@ -1039,16 +1050,20 @@ def write_network_snapshot(ctx: dnnlib.EasyDict, state: dnnlib.EasyDict) -> str:
     """
     name = f"network-snapshot-{state.cur_nimg // 1000:06d}.pkl"
     snapshot_pkl = os.path.join(ctx.run_dir, name)
-    random_states = faults.gather_random_states(ctx.rnd, ctx.device, ctx.num_gpus)
-    if ctx.ada_stats is not None:
-        ctx.ada_stats.update()  # Signs since the last ADA step go into the snapshot.
+    kimg = state.cur_nimg / 1000
+    with misc.collective_phase("snapshot", kimg):
+        random_states = faults.gather_random_states(ctx.rnd, ctx.device, ctx.num_gpus)
+        if ctx.ada_stats is not None:
+            ctx.ada_stats.update()  # Signs since the last ADA step go into the snapshot.
     error = None
     if ctx.rank == 0:
         try:
             save_network_snapshot(ctx, state, snapshot_pkl, random_states)
         except (snapshot_lib.SnapshotError, snapshot_lib.SnapshotWriteError) as err:
-            error = str(err)
-    if faults.any_rank(error is not None, ctx.num_gpus, ctx.device):
+            error = str(err).rstrip(".") + "."
+    with misc.collective_phase("snapshot", kimg):
+        failed = faults.any_rank(error is not None, ctx.num_gpus, ctx.device)
+    if failed:
         raise faults.TrainingStopped(
             f"{error or 'Rank 0 could not write ' + snapshot_pkl + '; see its log.'} "
             f"Training stopped at kimg {state.cur_nimg / 1e3:.3f}."
