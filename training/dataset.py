@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 import zlib
 from typing import Any
@@ -171,6 +172,12 @@ def image_to_array(image: PIL.Image.Image, source: str) -> np.ndarray:
     return np.ascontiguousarray(array)  # [C, H, W]
 
 
+def _pil_message(err: Exception) -> str:
+    """Return PIL's error message without the repr of the in-memory file object it names
+    ('cannot identify image file <_io.BytesIO object at 0x...>')."""
+    return re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-fA-F]+>", "", str(err)).strip()
+
+
 def decode_image(data: bytes, source: str) -> np.ndarray:
     """Decode PNG or JPEG bytes to uint8 [C, H, W]. Raises DatasetError naming `source` when the
     file is empty, cannot be decoded (truncated or damaged) or has an unsupported mode."""
@@ -182,7 +189,8 @@ def decode_image(data: bytes, source: str) -> np.ndarray:
             return image_to_array(image, source)
     except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
         raise DatasetError(
-            f"{source}: cannot decode the image ({err}), so the file is damaged or not an image."
+            f"{source}: cannot decode the image ({_pil_message(err)}), so the file is damaged "
+            f"or not an image."
         ) from err
 
 
@@ -195,7 +203,8 @@ def read_image_header(data_file: Any, source: str) -> tuple[list[int], str]:
             mode = image.mode
     except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as err:
         raise DatasetError(
-            f"{source}: cannot decode the image ({err}), so the file is damaged or not an image."
+            f"{source}: cannot decode the image ({_pil_message(err)}), so the file is damaged "
+            f"or not an image."
         ) from err
     if mode not in _MODE_CHANNELS:
         raise _unsupported_mode(mode, source)
