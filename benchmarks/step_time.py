@@ -43,7 +43,8 @@ from training import training_loop  # noqa: E402
 DEFAULT_DMD_INTERVAL_KIMG = 4.0  # train.py's default --dmd-interval.
 
 # Named configurations: --cfg, image resolution, --cbase, --cmax, --map-depth (None = the
-# configuration's default). The big ones are the parity configurations of NVIDIA's train.py.
+# configuration's default). sg2-cifar, sg2-64 and sg3t-32 have reference step times of
+# NVIDIA's code in docs/benchmarks.md.
 PRESETS = {
     "tiny": ("stylegan2", 32, 256, 32, 2),  # the size of the test suite's training runs
     "small": ("stylegan2", 32, 2048, 128, 2),  # the CPU demo
@@ -146,13 +147,15 @@ def build_setup(spec: dict, seed: int = 0) -> dnnlib.EasyDict:
 def compile_forwards(setup: dnnlib.EasyDict) -> None:
     """Replace the forward methods that the loss calls by torch.compile'd ones (Inductor).
 
-    Inductor cannot differentiate twice, so the regularization phases (R1 and path length,
-    gradients of gradients) keep the eager forwards; see use_compiled().
+    The regularization phases (R1 and path length, gradients of gradients) keep the eager
+    forwards, because AOTAutograd raises on double backward ("torch.compile with aot_autograd
+    does not currently support double backward", since PyTorch 2.0 by
+    https://github.com/pytorch/pytorch/pull/92348). use_compiled() switches per phase.
     """
     G = setup.G
     modules = [G.mapping, G.synthesis] if hasattr(G, "synthesis") else [G]
     modules.append(setup.D)
-    setup.forwards = [(m, m.forward, torch.compile(m.forward)) for m in modules]
+    setup.forwards = [(m, m.forward, torch.compile(m.forward, dynamic=False)) for m in modules]
 
 
 def use_compiled(setup: dnnlib.EasyDict, compiled: bool) -> None:
@@ -320,6 +323,8 @@ def time_config(spec: dict) -> dict:
     record["parts"] = rounded(parts)
     per_minibatch = statistics.median([amortized(setup, step) for step in steps])
     record.update(summary(per_minibatch, spec["batch"]))
+    fastest = {name: part["min"] for name, part in parts.items()}
+    record["amortized_from_minimums_s"] = round(amortized(setup, fastest), 4)
     if spec["compile"] and record["warmup_s"]:
         record["compile_s"] = round(record["warmup_s"][0] - parts["iteration"]["median"], 3)
     record["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -435,6 +440,14 @@ def check_spec(spec: dict) -> None:
         raise click.BadParameter(
             f"{spec['batch_gpu']} is not a multiple of the minibatch-std group size 4",
             param_hint="--batch-gpu",
+        )
+    stylegan_only = [
+        name for name in ("cbase", "cmax", "map_depth", "gamma") if spec[name] is not None
+    ]
+    if spec["cfg"] == "biggan" and stylegan_only:
+        flags = ", ".join("--" + name.replace("_", "-") for name in stylegan_only)
+        raise click.BadParameter(
+            f"{flags}: StyleGAN options that BigGAN has no use for; remove them", param_hint="--cfg"
         )
     if spec["device"] == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
