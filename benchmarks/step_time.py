@@ -433,12 +433,14 @@ def check_spec(spec: dict) -> None:
         raise click.BadParameter(f"{res} is not a power of two >= 8", param_hint="--res")
     if spec["batch"] % spec["batch_gpu"]:
         raise click.BadParameter(
-            f"--batch={spec['batch']} is not a multiple of --batch-gpu={spec['batch_gpu']}",
+            f"--batch={spec['batch']} is not a multiple of --batch-gpu={spec['batch_gpu']}; "
+            f"use a divisor of --batch",
             param_hint="--batch-gpu",
         )
     if spec["cfg"] != "biggan" and spec["batch_gpu"] % 4:
         raise click.BadParameter(
-            f"{spec['batch_gpu']} is not a multiple of the minibatch-std group size 4",
+            f"{spec['batch_gpu']} is not a multiple of the minibatch-std group size 4; use a "
+            f"multiple of 4",
             param_hint="--batch-gpu",
         )
     stylegan_only = [
