@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import types
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -497,3 +498,75 @@ def test_train_resume_from_nvidia_pickle(tmp_path, small_data):
     assert (trained[weight] - original[weight]).abs().max() < 0.1
     fresh = Generator(**snapshot["G"]["init_kwargs"]).state_dict()[weight]
     assert (fresh - original[weight]).abs().max() > 1
+
+
+# ----------------------------------------------------------------------------
+# Crafted values that only use allowed globals.
+
+
+class Reduces:
+    """An object that pickles as reduce_value (a (callable, args[, state]) tuple)."""
+
+    def __init__(self, *reduce_value):
+        self.reduce_value = reduce_value
+
+    def __reduce__(self):
+        return self.reduce_value
+
+
+def restricted_load(value):
+    data = pickle.dumps(value, protocol=4)
+    return legacy.unpickle_restricted(io.BytesIO(data), "crafted.pkl")
+
+
+def test_numpy_void_dtype_rejected():
+    # A void dtype whose pickled flags claim it holds pointers makes numpy's own scalar
+    # reconstruction read memory outside the object.
+    dtype = Reduces(np.dtype, ("V64", False, True), (3, "|", None, None, None, 64, 1, 0x05))
+    with pytest.raises(legacy.LegacyPickleError, match="not a plain numeric type"):
+        restricted_load(Reduces(np._core.multiarray.scalar, (dtype, b"A")))
+
+
+def test_numpy_dtype_with_altered_flags_rejected():
+    dtype = Reduces(np.dtype, ("f4", False, True), (3, "<", None, None, None, -1, -1, 0x05))
+    with pytest.raises(legacy.LegacyPickleError, match="state"):
+        restricted_load(dtype)
+
+
+def test_numpy_scalar_needs_exact_bytes():
+    dtype = Reduces(np.dtype, ("f8", False, True), (3, "<", None, None, None, -1, -1, 0))
+    assert restricted_load(Reduces(np._core.multiarray.scalar, (dtype, b"\0" * 8))) == 0.0
+    with pytest.raises(legacy.LegacyPickleError, match="bytes"):
+        restricted_load(Reduces(np._core.multiarray.scalar, (dtype, b"A")))
+
+
+def test_numpy_array_round_trip_and_object_arrays_rejected():
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    loaded = legacy.to_plain_value(restricted_load(values))
+    assert loaded == values.tolist()
+    with pytest.raises(legacy.LegacyPickleError):
+        restricted_load(np.array([object()], dtype=object))
+
+
+def test_tensor_view_outside_storage_rejected():
+    buffer = io.BytesIO()
+    torch.save(torch.zeros(4).storage(), buffer)
+    storage = Reduces(torch.storage._load_from_bytes, (buffer.getvalue(),))
+    inside = Reduces(
+        torch._utils._rebuild_tensor_v2, (storage, 0, (2, 2), (2, 1), False, OrderedDict())
+    )
+    assert restricted_load(inside).shape == (2, 2)
+    outside = Reduces(
+        torch._utils._rebuild_tensor_v2,
+        (storage, 0, (1000, 1000), (1000, 1), False, OrderedDict()),
+    )
+    with pytest.raises(legacy.LegacyPickleError, match="reaches element"):
+        restricted_load(outside)
+
+
+def test_deeply_nested_arguments_rejected():
+    value = []
+    for _ in range(100):
+        value = [value]
+    with pytest.raises(legacy.LegacyPickleError, match="nested deeper"):
+        legacy.to_plain_value(value)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -84,9 +86,33 @@ def rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backwar
     """Replace `torch._utils._rebuild_tensor_v2`: a view of `storage`, dropping the gradient
     flag, backward hooks and metadata, which loaded networks do not use."""
     del requires_grad, backward_hooks, rest
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
+    if not isinstance(storage, torch.storage.TypedStorage):
         raise pickle.UnpicklingError(f"tensor built on a {type(storage).__name__}")
+    with warnings.catch_warnings():  # TypedStorage.size() warns that TypedStorage is deprecated.
+        warnings.simplefilter("ignore", UserWarning)
+        num_elements = storage.size()
+    check_view_bounds(num_elements, storage_offset, size, stride)
     return torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+
+def check_view_bounds(num_elements: int, offset: Any, size: Any, stride: Any) -> None:
+    """Raise UnpicklingError unless a view (offset, size, stride) lies inside a storage of
+    `num_elements` elements. torch would otherwise grow the storage and expose uninitialized
+    memory, or allocate whatever a crafted file asks for."""
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))):
+        raise pickle.UnpicklingError("tensor size and stride must be sequences")
+    values = [offset, *size, *stride]
+    if len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in values):
+        raise pickle.UnpicklingError(
+            f"invalid tensor view: offset {offset!r}, size {size!r}, stride {stride!r}"
+        )
+    if any(n == 0 for n in size):
+        return
+    last = offset + sum((n - 1) * step for n, step in zip(size, stride))
+    if last >= num_elements:
+        raise pickle.UnpicklingError(
+            f"tensor view reaches element {last} of a storage of {num_elements} elements"
+        )
 
 
 def rebuild_parameter(data, requires_grad, backward_hooks, *rest):
@@ -106,14 +132,81 @@ class PickledEasyDict(dict):
             raise pickle.UnpicklingError("EasyDict with attributes besides its items")
 
 
-def numpy_dtype(*args: Any) -> np.dtype:
-    """Replace `numpy.dtype` in unpickling, rejecting dtypes that hold Python objects."""
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
+# numpy values: NVIDIA pickles hold numeric numpy scalars and arrays in constructor arguments.
+# numpy's own reconstruction functions trust the pickled dtype state (its flags can make numpy
+# read memory outside an object), so they are replaced by these checked versions, which accept
+# numeric dtypes only and build every value from bytes of the exact length.
+NUMERIC_KINDS = "biufc"
+
+
+class PickledDType:
+    """Stand-in for numpy.dtype(name): a numeric dtype whose pickled state must be the plain
+    state of that dtype, apart from the byte order."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = False):
+        if not isinstance(name, str):
+            raise pickle.UnpicklingError(f"numpy dtype given as {type(name).__name__}")
+        dtype = np.dtype(name)
+        if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+            raise pickle.UnpicklingError(f"numpy dtype {name!r} is not a plain numeric type")
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        expected = self.dtype.__reduce__()[2]
+        if not (isinstance(state, tuple) and len(state) == len(expected)):
+            raise pickle.UnpicklingError(f"numpy dtype {self.dtype} with state {state!r}")
+        order = state[1]
+        if (
+            order not in ("<", ">", "|", "=")
+            or state[:1] + state[2:] != expected[:1] + expected[2:]
+        ):
+            raise pickle.UnpicklingError(f"numpy dtype {self.dtype} with state {state!r}")
+        if order in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+def numpy_scalar(dtype: Any, data: Any) -> np.generic:
+    """Stand-in for numpy's scalar reconstruction: one value of a numeric dtype from exactly
+    its bytes."""
+    if not isinstance(dtype, PickledDType) or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("numpy scalar without a numeric dtype and its bytes")
+    if len(data) != dtype.dtype.itemsize:
         raise pickle.UnpicklingError(
-            f"numpy dtype {dtype} contains Python objects, which is not allowed"
+            f"numpy scalar of {dtype.dtype} with {len(data)} bytes, expected {dtype.dtype.itemsize}"
         )
-    return dtype
+    return np.frombuffer(data, dtype=dtype.dtype, count=1)[0].copy()
+
+
+class PickledArray:
+    """Stand-in for numpy's array reconstruction: the array is built from its pickled state
+    (shape, numeric dtype, order and exactly the raw bytes that shape needs) and replaces
+    this object when the pickle's values are converted (see to_plain_value)."""
+
+    def __init__(self, subtype: Any, shape: Any, dtype_code: Any):
+        if subtype is not PickledNdarrayClass:
+            raise pickle.UnpicklingError("numpy array of an unexpected class")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("numpy array with an unexpected state")
+        _version, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, PickledDType) or not isinstance(raw, bytes):
+            raise pickle.UnpicklingError("numpy array without a numeric dtype and raw bytes")
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError(f"numpy array with shape {shape!r}")
+        expected = math.prod(shape) * dtype.dtype.itemsize
+        if len(raw) != expected:
+            raise pickle.UnpicklingError(
+                f"numpy array of shape {shape} and {dtype.dtype} with {len(raw)} bytes, "
+                f"expected {expected}"
+            )
+        flat = np.frombuffer(raw, dtype=dtype.dtype)
+        self.array = flat.reshape(shape, order="F" if fortran else "C").copy()
+
+
+class PickledNdarrayClass:
+    """Stand-in for the numpy.ndarray class, which pickles pass to the array reconstruction."""
 
 
 SAFE_GLOBALS = {
@@ -123,13 +216,13 @@ SAFE_GLOBALS = {
     ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
     ("torch.storage", "_load_from_bytes"): load_storage_from_bytes,
     ("dnnlib.util", "EasyDict"): PickledEasyDict,
-    ("numpy", "dtype"): numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): PickledDType,
+    ("numpy", "ndarray"): PickledNdarrayClass,
     # numpy 2 renamed numpy.core to numpy._core, so pickles name either.
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): PickledArray,
+    ("numpy._core.multiarray", "_reconstruct"): PickledArray,
 }
 
 
@@ -164,9 +257,13 @@ def unpickle_restricted(file: BinaryIO, source: str) -> Any:
         raise LegacyPickleError(
             f"{source} is truncated ({err or 'unexpected end of file'}); copy or download it again"
         ) from err
-    except (pickle.UnpicklingError, ValueError, TypeError, RuntimeError) as err:
+    except (
+        pickle.UnpicklingError, ValueError, TypeError, RuntimeError, AttributeError, KeyError,
+        IndexError, SystemError, RecursionError, OverflowError, MemoryError,
+    ) as err:  # fmt: skip
         raise LegacyPickleError(
-            f"{source} is a damaged or unsupported NVIDIA network pickle: {err}"
+            f"{source} is a damaged or unsupported NVIDIA network pickle: "
+            f"{type(err).__name__}: {err}"
         ) from err
 
 
@@ -281,12 +378,23 @@ def identify_class(record: PersistentRecord, key: str, source: str) -> ClassSpec
     )
 
 
-def to_plain_value(value: Any) -> Any:
+MAX_VALUE_DEPTH = 32  # Constructor arguments nest a few levels; deeper is a crafted file.
+
+
+def to_plain_value(value: Any, depth: int = 0) -> Any:
     """Convert numpy scalars and arrays, tuples and EasyDicts to JSON-style Python values."""
+    if depth > MAX_VALUE_DEPTH:
+        raise LegacyPickleError(f"constructor arguments nested deeper than {MAX_VALUE_DEPTH}")
+    if isinstance(value, PickledArray):
+        if value.array is None:
+            raise LegacyPickleError("numpy array without its data")
+        value = value.array
+    if isinstance(value, PickledDType):
+        raise LegacyPickleError("a numpy dtype where a value was expected")
     if isinstance(value, dict):
-        return {k: to_plain_value(v) for k, v in value.items()}
+        return {k: to_plain_value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_plain_value(v) for v in value]
+        return [to_plain_value(v, depth + 1) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -422,6 +530,18 @@ def build_network(record: Any, key: str, source: str) -> torch.nn.Module:
 def load_nvidia_pickle(file: BinaryIO, source: str, device: str | torch.device) -> dnnlib.EasyDict:
     """Read an NVIDIA-format pickle from `file` into our networks (eval mode, on `device`)."""
     data = unpickle_restricted(file, source)
+    try:
+        return build_from_pickle(data, source, device)
+    except LegacyPickleError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as err:
+        raise LegacyPickleError(
+            f"{source} is a malformed NVIDIA network pickle: {type(err).__name__}: {err}"
+        ) from err
+
+
+def build_from_pickle(data: Any, source: str, device: str | torch.device) -> dnnlib.EasyDict:
+    """Build our networks from the unpickled contents of an NVIDIA-format pickle."""
     if not isinstance(data, dict):
         raise LegacyPickleError(
             f"{source} contains a {type(data).__name__}, but NVIDIA network pickles contain a dict"
