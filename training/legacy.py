@@ -98,7 +98,7 @@ def rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backwar
 def check_view_bounds(num_elements: int, offset: Any, size: Any, stride: Any) -> None:
     """Raise UnpicklingError unless a view (offset, size, stride) lies inside a storage of
     `num_elements` elements. torch would otherwise grow the storage and expose uninitialized
-    memory, or allocate whatever a crafted file asks for."""
+    memory, or allocate any size a crafted file requests."""
     if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))):
         raise pickle.UnpicklingError("tensor size and stride must be sequences")
     values = [offset, *size, *stride]
@@ -133,8 +133,8 @@ class PickledEasyDict(dict):
 
 
 # numpy values: NVIDIA pickles hold numeric numpy scalars and arrays in constructor arguments.
-# numpy's own reconstruction functions trust the pickled dtype state (its flags can make numpy
-# read memory outside an object), so they are replaced by these checked versions, which accept
+# numpy's own reconstruction functions trust the pickled dtype state, whose flags can make
+# numpy read memory outside an object. These checked versions replace them: they accept
 # numeric dtypes only and build every value from bytes of the exact length.
 NUMERIC_KINDS = "biufc"
 
