@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import dnnlib
+import tests.test_train_e2e as e2e
 import train
 from torch_utils import misc
 from training import snapshot as snapshot_lib
@@ -24,17 +25,7 @@ from training import training_loop
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, "tests", "run_helpers.py")
 TINY_OPTIONS = [
-    "--cfg=stylegan2",
-    "--batch=8",
-    "--gamma=0.1",
-    "--cbase=256",
-    "--cmax=32",
-    "--map-depth=2",
-    "--workers=0",
-    "--device=cpu",
-    "--tick=0.032",
-    "--snap=2",
-    "--seed=1",
+    *e2e.TINY_OPTIONS,
     "--kimg=0.064",
     "--metrics=none",
     "--dmd=1",
@@ -316,7 +307,7 @@ def test_ranks_have_identical_dmd_state(runs):
 @pytest.mark.slow
 def test_running_averages_averaged_over_ranks(runs):
     (run_dir, states), _one = runs
-    # The dumps are taken after the last step; the tick that follows averages w_avg over the
+    # The dumps are taken after the last step. The tick that follows averages w_avg over the
     # ranks (in float64) before rank 0 writes the final snapshot.
     snapshot = snapshot_lib.read_snapshot(os.path.join(run_dir, "network-snapshot-000000.pkl"))
     saved = snapshot["G"]["state_dict"]["mapping.w_avg"]
@@ -330,7 +321,7 @@ def test_two_processes_match_one_process(runs):
     (_run_dir, two), (_one_dir, one) = runs
     # Measured relative L2 differences after 8 steps: 1.9e-6 for G, 2.7e-4 for D (2-core
     # CPU, torch 2.13, OMP_NUM_THREADS=1), so the bound leaves a factor of 7. The rounds are
-    # identical; the gradients differ in the last bits because one process adds each
+    # identical, but the gradients differ in the last bits because one process adds each
     # round's backward() into .grad while two sum whole-round gradients in the all-reduce.
     # Adam (beta1 = 0) turns such differences into up to 2 * lr where a gradient is close
     # to zero, and the path-length mean moves once per round in one process but from the

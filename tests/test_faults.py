@@ -24,6 +24,7 @@ import calc_metrics
 import dnnlib
 import gen_images
 import train
+from tests.test_train_e2e import TINY_OPTIONS
 from torch_utils import misc, training_stats
 from training import faults, training_loop
 from training import loss as loss_lib
@@ -138,8 +139,8 @@ def test_nan_policy_stop_raises_with_phase_and_kimg():
 
 
 class SaturatedLoss(loss_lib.Loss):
-    """A loss that is +Inf at one step while its gradient stays finite (zero), as when D's
-    outputs saturate; the loss check must still catch it."""
+    """Loss that is +Inf at one step while its gradient stays finite (zero), as when D's
+    outputs saturate. The loss check must still catch it."""
 
     def __init__(self, G, D, inf_nimg):
         super().__init__(device=torch.device("cpu"), G=G, D=D)
@@ -422,11 +423,7 @@ def test_bad_file_calc_metrics(kind, tmp_path, detector_path):
 # ----------------------------------------------------------------------------
 # train.py end to end: signals, exact resume, NaN policy, a full disk.
 
-TRAIN_ARGS = [
-    "--cfg=stylegan2", "--gpus=1", "--batch=8", "--gamma=0.1", "--cbase=256", "--cmax=32",
-    "--map-depth=2", "--workers=0", "--device=cpu", "--tick=0.032", "--snap=2", "--seed=1",
-    "--metrics=none",
-]  # fmt: skip
+TRAIN_ARGS = ["--gpus=1", *TINY_OPTIONS, "--metrics=none"]
 
 # Runs train.py with one patch, chosen by FAULT: a NaN gain for phase FAULT_PHASE at cur_nimg
 # FAULT_NIMG (the loss and its gradients become NaN), or a full disk at the second snapshot.

@@ -35,24 +35,30 @@ def detector(tmp_path_factory):
     return path
 
 
+# A tiny StyleGAN2 configuration that trains on a CPU in seconds; other test files reuse it.
+TINY_OPTIONS = [
+    "--cfg=stylegan2",
+    "--batch=8",
+    "--gamma=0.1",
+    "--cbase=256",
+    "--cmax=32",
+    "--map-depth=2",
+    "--workers=0",
+    "--device=cpu",
+    "--tick=0.032",
+    "--snap=2",
+    "--seed=1",
+]
+
+
 def run_train(outdir, data, *extra, check=True):
     args = [
         sys.executable,
         os.path.join(ROOT, "train.py"),
         f"--outdir={outdir}",
-        "--cfg=stylegan2",
         f"--data={data}",
         "--gpus=1",
-        "--batch=8",
-        "--gamma=0.1",
-        "--cbase=256",
-        "--cmax=32",
-        "--map-depth=2",
-        "--workers=0",
-        "--device=cpu",
-        "--tick=0.032",
-        "--snap=2",
-        "--seed=1",
+        *TINY_OPTIONS,
         *extra,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
