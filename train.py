@@ -59,9 +59,9 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: str) -> None:
 
 
 def run_rank_reporting_errors(rank: int, device: torch.device, c: dnnlib.EasyDict) -> None:
-    """Run the training loop. Errors whose message already tells the user what to do (a stop by
-    the NaN policy, a failed snapshot write, a damaged image) end the process with that
-    message and exit code 1, without a traceback."""
+    """Run the training loop. Errors whose message already gives the next step (a stop by the
+    NaN policy, a failed snapshot write, a damaged image) end the process with that message
+    and exit code 1, without a traceback."""
     try:
         run_training_loop(rank, device, c)
         if c.num_gpus > 1:

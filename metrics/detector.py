@@ -319,7 +319,7 @@ def _detect_format(module: torch.jit.ScriptModule, path: str) -> str:
     )
 
 
-# What each method of FeatureNetwork computes, and the file formats that can compute it.
+# Purpose of each FeatureNetwork method, and the file formats that can compute it.
 METHODS = {
     "inception_features": ("FID/KID features", ("headless_inception", "nvidia_inception")),
     "inception_probabilities": ("Inception Score class probabilities", ("nvidia_inception",)),

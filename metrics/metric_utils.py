@@ -144,7 +144,7 @@ class ProgressMonitor:
         self, tag: str, num_items: int, verbose: bool, interval_s: float = 5.0, unit: str = "images"
     ):
         self.tag = tag
-        self.unit = unit  # What the items are, for the progress line.
+        self.unit = unit  # Name of the items in the progress line, e.g. "images".
         self.num_items = num_items
         self.verbose = verbose
         self.interval_s = interval_s

@@ -219,6 +219,7 @@ def test_data_resolution_mismatch_warns(tmp_path, detector_path, monkeypatch):
     args += ["--metrics", "fid100_full", "--device", "cpu", "--no-cache", "--verbose", "false"]
     result = run_cli(args)
     assert result.exit_code == 0, result.output
-    assert "16x16" in result.stderr and "8x8" in result.stderr
+    assert "16x16" in result.stderr
+    assert "8x8" in result.stderr
     record = json.loads((tmp_path / "metric-fid100_full.jsonl").read_text())
     assert record["resolution"] == 16

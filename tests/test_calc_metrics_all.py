@@ -141,9 +141,11 @@ def check_record(record, metric, network, data, detector_file):
     assert record["snapshot_pkl"] == os.path.basename(network)
     assert record["snapshot_path"] == os.path.abspath(network)
     assert record["dataset_path"] == data
-    assert record["resolution"] == 16 and record["mirror"] is False
+    assert record["resolution"] == 16
+    assert record["mirror"] is False
     assert record["device"] == "cpu"
-    assert record["total_time"] >= 0 and record["timestamp"] > 0
+    assert record["total_time"] >= 0
+    assert record["timestamp"] > 0
     if detector_file is None:
         assert record["detector_sha256"] is None
     else:
@@ -167,7 +169,8 @@ def test_every_stylegan2_metric_runs(sg2_snapshot, real_data, feature_networks, 
     assert read_record(sg2_snapshot, "fid50k")["num_real"] == 12  # fewer than 16 exist
     assert read_record(sg2_snapshot, "kid100")["num_gen"] == 100
     pr = read_record(sg2_snapshot, "pr50k3_full")["results"]
-    assert 0 <= pr["pr50k3_full_precision"] <= 1 and 0 <= pr["pr50k3_full_recall"] <= 1
+    assert 0 <= pr["pr50k3_full_precision"] <= 1
+    assert 0 <= pr["pr50k3_full_recall"] <= 1
     assert read_record(sg2_snapshot, "is50k")["results"]["is50k_mean"] >= 1
 
 
@@ -184,7 +187,8 @@ def test_every_stylegan3_metric_runs(sg3_snapshot, real_data, feature_networks, 
 def test_equivariance_needs_stylegan3(sg2_snapshot, real_data, feature_networks):
     result = run_metrics(sg2_snapshot, ["eqt50k_int"], real_data, feature_networks)
     assert result.exit_code == 2
-    assert "StyleGAN3" in result.output and "--metrics" in result.output
+    assert "StyleGAN3" in result.output
+    assert "--metrics" in result.output
 
 
 # ----------------------------------------------------------------------------

@@ -520,7 +520,7 @@ def restricted_load(value):
 
 
 def test_numpy_void_dtype_rejected():
-    # A void dtype whose pickled flags claim it holds pointers makes numpy's own scalar
+    # A void dtype whose pickled flags claim it contains pointers makes numpy's own scalar
     # reconstruction read memory outside the object.
     dtype = Reduces(np.dtype, ("V64", False, True), (3, "|", None, None, None, 64, 1, 0x05))
     with pytest.raises(legacy.LegacyPickleError, match="not a plain numeric type"):

@@ -400,8 +400,8 @@ def init_process(
             world_size=num_gpus,
             timeout=datetime.timedelta(minutes=timeout_min),
         )
-    # Build the custom CUDA kernels (when the --ops policy asks for them) on rank 0 first,
-    # while the other ranks wait, so they never compile into the same folder at once.
+    # Build the custom CUDA kernels that the --ops policy requires on rank 0 first, while the
+    # other ranks wait, so they never compile into the same folder at once.
     from torch_utils import custom_ops
 
     custom_ops.build_kernels_rank0_first(device)
