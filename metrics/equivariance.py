@@ -27,7 +27,6 @@ by boxes, so it drops a few pixels that are in fact valid.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -261,10 +260,7 @@ def _prepare_generator(opts: metric_utils.MetricOptions) -> torch.nn.Module:
             f"(StyleGAN2 and BigGAN generators have no transformable input). Use fid or kid "
             f"metrics for this network."
         )
-    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    if G.c_dim > 0:
-        metric_utils.check_labels(G, opts.dataset, opts.dataset_kwargs)
-    return G
+    return metric_utils.evaluation_copy(opts)
 
 
 def synthesize(G: torch.nn.Module, ws: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:

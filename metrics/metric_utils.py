@@ -495,6 +495,15 @@ def check_labels(G: torch.nn.Module, dataset: Any, dataset_kwargs: dict) -> None
         )
 
 
+def evaluation_copy(opts: MetricOptions) -> torch.nn.Module:
+    """Return a copy of opts.G in eval mode on opts.device, without gradients, after checking
+    that the dataset has the labels a conditional G needs."""
+    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    if G.c_dim > 0:
+        check_labels(G, opts.dataset, opts.dataset_kwargs)
+    return G
+
+
 def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Run G on z [N, z_dim] and c [N, c_dim] with noise_mode='const' and return uint8 images
     [N, C, H, W]. set_sample_noise() makes that noise random per sample."""
@@ -514,8 +523,7 @@ def compute_generated_stats(
     """
     if opts.G is None:
         raise ValueError("This metric needs a generator: pass G to calc_metric().")
-    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    check_labels(G, opts.dataset, opts.dataset_kwargs)
+    G = evaluation_copy(opts)
     noise_buffers = find_noise_buffers(G)
     network = opts.load_feature_network(feature)
     stats = FeatureStats(kind, max_items=num_gen)

@@ -10,7 +10,6 @@ epsilon^2. The metric is the mean of these values after dropping the lowest and 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -215,10 +214,7 @@ def prepare_generator(opts: metric_utils.MetricOptions) -> torch.nn.Module:
             f"{type(opts.G).__module__}.{type(opts.G).__name__} {problem}. Evaluate this "
             f"generator with a metric that does not interpolate latents, such as FID or KID."
         )
-    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    if G.c_dim > 0:
-        metric_utils.check_labels(G, opts.dataset, opts.dataset_kwargs)
-    return G
+    return metric_utils.evaluation_copy(opts)
 
 
 def compute_path_distances(
