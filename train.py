@@ -497,6 +497,8 @@ def build_config(opts: dnnlib.EasyDict) -> tuple[dnnlib.EasyDict, str]:
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
     c.cudnn_benchmark = not opts.nobench
+    c.allow_tf32 = opts.allow_tf32
+    c.torch_compile = opts.compile
     c.nan_policy = opts.nan_policy
 
     if opts.cfg == "biggan":
@@ -932,6 +934,8 @@ def resolve_detector_early(opts: dnnlib.EasyDict) -> None:
 @click.option("--seed",         help="Random seed", metavar="INT",                                 type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--fp32",         help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--nobench",      help="Disable cuDNN benchmarking", metavar="BOOL",                 type=bool, default=False, show_default=True)
+@click.option("--allow-tf32",   help="Allow TF32 in CUDA matmuls and convolutions (faster on Ampere and newer, less precise)", metavar="BOOL", type=bool, default=False, show_default=True)
+@click.option("--compile",      help="torch.compile the networks' forwards in the main phases (see docs/benchmarks.md before turning it on)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--nan-policy",   help="On NaN/Inf losses or gradients: skip that phase's optimizer step, or stop without a snapshot", type=click.Choice(list(faults.NAN_POLICIES)), default="skip", show_default=True)
 @click.option("--workers",      help="DataLoader worker processes (0 = load in the main process)", metavar="INT", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--dist-timeout", help="Time limit of each collective between processes, in minutes", metavar="MIN", type=click.FloatRange(min=0, min_open=True), default=misc.DEFAULT_DIST_TIMEOUT_MIN, show_default=True)

@@ -144,25 +144,6 @@ def build_setup(spec: dict, seed: int = 0) -> dnnlib.EasyDict:
     return setup
 
 
-def compile_forwards(setup: dnnlib.EasyDict) -> None:
-    """Replace the forward methods that the loss calls by torch.compile'd ones (Inductor).
-
-    The regularization phases (R1 and path length, gradients of gradients) keep the eager
-    forwards, because AOTAutograd raises on double backward ("torch.compile with aot_autograd
-    does not currently support double backward", since PyTorch 2.0 by
-    https://github.com/pytorch/pytorch/pull/92348). use_compiled() switches per phase.
-    """
-    G = setup.G
-    modules = [G.mapping, G.synthesis] if hasattr(G, "synthesis") else [G]
-    modules.append(setup.D)
-    setup.forwards = [(m, m.forward, torch.compile(m.forward, dynamic=False)) for m in modules]
-
-
-def use_compiled(setup: dnnlib.EasyDict, compiled: bool) -> None:
-    for module, eager, fast in setup.get("forwards", []):
-        module.forward = fast if compiled else eager
-
-
 # ----------------------------------------------------------------------------
 # Timing one step.
 
@@ -191,7 +172,6 @@ def run_step(setup: dnnlib.EasyDict) -> dict[str, float]:
     times["data"] = timed(lambda: batch.extend(fetch(s)), dev)
     times["hooks"] = timed(lambda: [h.on_step_begin(s.cur_nimg) for h in s.hooks], dev)
     for phase, gen_z, gen_c in zip(s.phases, batch[2], batch[3]):
-        use_compiled(s, phase.name.endswith("main") or phase.name.endswith("both"))
         phase_batch = (batch[0], batch[1], gen_z, gen_c)
         times[phase.name] = timed(
             functools.partial(training_loop.run_phase, phase, s.loss, phase_batch, 1, s.cur_nimg),
@@ -310,7 +290,7 @@ def time_config(spec: dict) -> dict:
     record = machine_record(spec)
     setup = build_setup(spec)
     if spec["compile"]:
-        compile_forwards(setup)
+        setup.loss.use_compiled_forwards()  # As train.py --compile=1.
     record.update(describe_spec(spec, setup))
     record["warmup_s"] = [round(t, 4) for t in warm_up([setup], spec["warmup"])]
     steps = [run_step(setup) for _ in range(spec["repeats"])]
@@ -478,7 +458,7 @@ def run_isolated(fn, spec: dict) -> dict:
 @click.option("--dmd",           help="Use the DMD discriminator and hook, with train.py's DMD defaults", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--dmd-overhead",  help="Alternate baseline and DMD steps (masks on, detection every minibatch) and print the ratio", is_flag=True)
 @click.option("--ops",           help="upfirdn2d path (upfirdn2d.default_impl)", type=click.Choice(["auto", "ref", "matmul"]), default="auto", show_default=True)
-@click.option("--compile",       help="torch.compile the forwards of G and D (Inductor; main phases only)", metavar="BOOL", type=bool, default=False, show_default=True)
+@click.option("--compile",       help="torch.compile the forwards of G and D as train.py --compile=1 does (not in R1 or path length)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--warmup",        help="Untimed steps before timing",         metavar="INT", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--repeats",       help="Timed steps (pairs with --dmd-overhead)", metavar="INT", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--device",        help="Device to time on",                   type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

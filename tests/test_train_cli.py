@@ -314,3 +314,10 @@ def test_cli_stylegan_requires_gamma(tmp_path, data_zip):
     result = invoke(args)
     assert result.exit_code != 0
     assert "Missing option '--gamma'" in result.output
+
+
+def test_cli_speed_switches(tmp_path, data_zip):
+    c, _ = dry_run_options(tmp_path, data_zip)
+    assert (c["allow_tf32"], c["torch_compile"], c["cudnn_benchmark"]) == (False, False, True)
+    c, _ = dry_run_options(tmp_path, data_zip, "--allow-tf32=1", "--compile=1", "--nobench=1")
+    assert (c["allow_tf32"], c["torch_compile"], c["cudnn_benchmark"]) == (True, True, False)

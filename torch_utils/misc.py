@@ -52,7 +52,11 @@ def constant(value, shape=None, dtype=None, device=None, memory_format=None) -> 
 @contextlib.contextmanager
 def suppress_tracer_warnings() -> Iterator[None]:
     """Silence torch.jit.TracerWarning inside the block, for example around shape checks
-    that convert traced sizes to Python ints."""
+    that convert traced sizes to Python ints. Under torch.compile it does nothing, because
+    Dynamo cannot trace changes of the warning filters and would split the graph there."""
+    if torch.compiler.is_compiling():
+        yield
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         yield

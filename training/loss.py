@@ -13,11 +13,14 @@ every D forward pass made here (Gmain, Dmain and the R1 term alike).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
+from torch_utils.compiling import CompiledForwards
 from torch_utils.ops import upfirdn2d
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
@@ -38,7 +41,22 @@ class Loss:
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
+        self.compiled: CompiledForwards | None = None  # Set by use_compiled_forwards().
         self.reset_loss_check()
+
+    def compiled_modules(self) -> list[torch.nn.Module]:
+        """The modules whose forward this loss calls, for use_compiled_forwards()."""
+        return [self.G, self.D]
+
+    def use_compiled_forwards(self) -> None:
+        """Compile the forwards of compiled_modules() with torch.compile. The training loop
+        runs each phase inside self.compiled.active(); parts that need gradients of
+        gradients run inside self.eager()."""
+        self.compiled = CompiledForwards(self.compiled_modules())
+
+    def eager(self) -> contextlib.AbstractContextManager:
+        """Context in which the networks run their eager forwards."""
+        return self.compiled.suspended() if self.compiled is not None else contextlib.nullcontext()
 
     def reset_loss_check(self) -> None:
         """Start a new loss_check: 0, until a loss passed to backward() is NaN or Inf."""
@@ -114,6 +132,9 @@ class StyleGAN2Loss(Loss):
         img = self.G.synthesis(ws, update_emas=update_emas)
         return img, ws
 
+    def compiled_modules(self) -> list[torch.nn.Module]:
+        return [self.G.mapping, self.G.synthesis, self.D]
+
     def blur_sigma(self, cur_nimg: int) -> float:
         """Blur strength at `cur_nimg` images: blur_init_sigma fading linearly to 0."""
         if self.blur_fade_kimg > 0:
@@ -150,11 +171,14 @@ class StyleGAN2Loss(Loss):
         if phase in ("Gmain", "Gboth"):
             self._accumulate_Gmain(gen_z, gen_c, gain, blur_sigma)
         if phase in ("Greg", "Gboth"):
-            self._accumulate_Greg(gen_z, gen_c, gain)
+            with self.eager():  # Path length needs gradients of gradients.
+                self._accumulate_Greg(gen_z, gen_c, gain)
         if phase in ("Dmain", "Dboth"):
             self._accumulate_Dgen(gen_z, gen_c, gain, blur_sigma)
         if phase in ("Dmain", "Dreg", "Dboth"):
-            self._accumulate_Dreal(phase, real_img, real_c, gain, blur_sigma)
+            # R1 (Dreg, Dboth) needs gradients of gradients.
+            with self.eager() if phase != "Dmain" else contextlib.nullcontext():
+                self._accumulate_Dreal(phase, real_img, real_c, gain, blur_sigma)
 
     def _accumulate_Gmain(self, gen_z, gen_c, gain, blur_sigma):
         # Non-saturating logistic loss: -log(sigmoid(D(G(z)))).

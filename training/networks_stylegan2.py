@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,7 @@ def modulated_conv2d(
     # cancels this scale, so the result is unchanged.
     if x.dtype == torch.float16 and demodulate:
         max_weight = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
-        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / max_weight)
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / max_weight)
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
     # Per-sample weights [N, O, I, kh, kw] and demodulation coefficients [N, O].
@@ -627,9 +628,9 @@ class SynthesisBlock(torch.nn.Module):
         if self.architecture != "resnet":
             x = self.conv0(x, next(w_iter), **layer_kwargs)
             return self.conv1(x, next(w_iter), **layer_kwargs)
-        y = self.skip(x, gain=np.sqrt(0.5))
+        y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x, next(w_iter), **layer_kwargs)
-        x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **layer_kwargs)
+        x = self.conv1(x, next(w_iter), gain=math.sqrt(0.5), **layer_kwargs)
         return y.add_(x)
 
     def extra_repr(self) -> str:
@@ -870,9 +871,9 @@ class DiscriminatorBlock(torch.nn.Module):
 
         # Main path.
         if self.architecture == "resnet":
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x)
-            x = self.conv1(x, gain=np.sqrt(0.5))
+            x = self.conv1(x, gain=math.sqrt(0.5))
             x = y.add_(x)
         else:
             x = self.conv0(x)
@@ -988,7 +989,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         # Projection discriminator: score = <out, cmap> / sqrt(cmap_dim).
         if self.cmap_dim > 0:
             misc.assert_shape(cmap, [None, self.cmap_dim])
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x
 
     def extra_repr(self) -> str:

@@ -14,6 +14,7 @@ CUDA, so on CPU every layer runs in float32 regardless of `num_fp16_res`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -242,8 +243,8 @@ class SynthesisInput(torch.nn.Module):
         grid = torch.stack([grid_x, grid_y], dim=2)  # [H, W, 2] as (x, y)
 
         x = torch.einsum("hwk,nck->nhwc", grid, freqs) + phases.reshape(-1, 1, 1, self.channels)
-        x = torch.sin(x * (2 * np.pi)) * amplitudes.reshape(-1, 1, 1, self.channels)
-        x = x @ (self.weight / np.sqrt(self.channels)).t()  # [N, H, W, C]
+        x = torch.sin(x * (2 * math.pi)) * amplitudes.reshape(-1, 1, 1, self.channels)
+        x = x @ (self.weight / math.sqrt(self.channels)).t()  # [N, H, W, C]
         return x.permute(0, 3, 1, 2).contiguous()
 
     def _learned_transform(self, w: torch.Tensor) -> torch.Tensor:
@@ -415,7 +416,7 @@ class SynthesisLayer(torch.nn.Module):
 
         styles = self.affine(w)
         if self.is_torgb:
-            styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel**2))
+            styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         dtype, _ = select_dtype(self.use_fp16, force_fp32, False, x.device)
         x = modulated_conv2d(
             x=x.to(dtype),
@@ -433,7 +434,7 @@ class SynthesisLayer(torch.nn.Module):
             up=self.up_factor,
             down=self.down_factor,
             padding=self.padding,
-            gain=1 if self.is_torgb else np.sqrt(2),
+            gain=1 if self.is_torgb else math.sqrt(2),
             slope=1 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
         )

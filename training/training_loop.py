@@ -4,6 +4,7 @@ metrics. It imports no network code: G, D, the loss and plug-in hooks are all bu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import compiling, misc, training_stats
 from training import faults
 from training import snapshot as snapshot_lib
 
@@ -287,19 +288,21 @@ def run_phase(phase, loss, batch, num_gpus, cur_nimg, round_seeds=None) -> bool:
         loss.reset_loss_check()
     phase.module.requires_grad_(True)
     num_rounds = 0
-    for r_img, r_c, g_z, g_c in zip(real_img, real_c, phase_gen_z, phase_gen_c):
-        if round_seeds is not None:
-            seed_round_rngs(round_seeds[num_rounds], r_img.device)
-        num_rounds += 1
-        loss.accumulate_gradients(
-            phase=phase.name,
-            real_img=r_img,
-            real_c=r_c,
-            gen_z=g_z,
-            gen_c=g_c,
-            gain=phase.interval,
-            cur_nimg=cur_nimg,
-        )
+    compiled = getattr(loss, "compiled", None)
+    with compiled.active() if compiled is not None else contextlib.nullcontext():
+        for r_img, r_c, g_z, g_c in zip(real_img, real_c, phase_gen_z, phase_gen_c):
+            if round_seeds is not None:
+                seed_round_rngs(round_seeds[num_rounds], r_img.device)
+            num_rounds += 1
+            loss.accumulate_gradients(
+                phase=phase.name,
+                real_img=r_img,
+                real_c=r_c,
+                gen_z=g_z,
+                gen_c=g_c,
+                gain=phase.interval,
+                cur_nimg=cur_nimg,
+            )
     phase.module.requires_grad_(False)
 
     with torch.autograd.profiler.record_function(phase.name + "_opt"):
@@ -558,6 +561,8 @@ def training_loop(
     network_snapshot_ticks: int | None = 50,  # Ticks between snapshots; None or 0 = never.
     resume_pkl: str | None = None,  # Snapshot to resume from; None = start fresh.
     cudnn_benchmark: bool = True,  # Let cuDNN pick the fastest convolution algorithms.
+    allow_tf32: bool = False,  # Let CUDA matmuls and convolutions use TF32 (Ampere and newer).
+    torch_compile: bool = False,  # torch.compile the forwards the loss calls, except in R1/PL.
     abort_fn: Callable[[], bool] | None = None,  # Polled every tick; True stops training.
     progress_fn: Callable[[int, int], None] | None = None,  # Called with (cur_nimg, total_nimg).
     nan_policy: str = "skip",  # Non-finite gradients: 'skip' the phase's step, or 'stop'.
@@ -592,8 +597,10 @@ def training_loop(
     torch.manual_seed(random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cudnn_benchmark
-        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would change numerics vs. fp32 runs.
-        torch.backends.cudnn.allow_tf32 = False
+        # TF32 rounds the inputs of float32 matmuls and convolutions to 10 mantissa bits. Off
+        # by default, so that float32 layers (all of them with --fp32) compute in float32.
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
     training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
 
     if nan_policy not in faults.NAN_POLICIES:
@@ -635,6 +642,9 @@ def training_loop(
     loss = dnnlib.util.construct_class_by_name(
         device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs
     )
+    if torch_compile:
+        compiling.check_compiler(device)
+        loss.use_compiled_forwards()
     hooks = [
         dnnlib.util.construct_class_by_name(**kw, G=G, D=D, G_ema=G_ema, batch_size=batch_size)
         for kw in hook_kwargs

@@ -160,7 +160,8 @@ def upfirdn2d(
     flip_filter: correlate with `f` instead of convolving (the same for symmetric filters).
     gain:        overall output scale.
     impl:        'ref' (single-channel conv2d), 'matmul' (banded matrices for 1D and rank-1
-                 2D filters, conv2d for other 2D filters and for f=None), 'auto' (like
+                 2D filters, conv2d for other 2D filters, for f=None and for any 2D filter
+                 inside torch.compile), 'auto' (like
                  'matmul' on the CPU for sizes where it is faster, see _prefer_matmul(),
                  on CUDA the kernel when the --ops policy of torch_utils.custom_ops picks
                  it and `f` needs no gradient, else like 'ref'), or None for the
@@ -189,7 +190,12 @@ def upfirdn2d(
     if impl == "auto" and not f.requires_grad:
         if custom_ops.kernels_for("upfirdn2d", x, f) is not None:
             return upfirdn2d_cuda(x, f, gain=gain, **args)
-    if impl == "matmul" or (impl == "auto" and _prefer_matmul(x, f)):
+    if (impl == "matmul" or (impl == "auto" and _prefer_matmul(x, f))) and not (
+        f.ndim == 2 and torch.compiler.is_compiling()
+    ):
+        # Under torch.compile a 2D filter takes the conv2d path: the rank-1 test of
+        # _separable_factors() reads tensor values, which would split the compiled graph at
+        # every filtering (a graph break) and recompile the rest for each feature-map size.
         factors = _separable_factors(f.to(torch.promote_types(f.dtype, x.dtype)), gain)
         if factors is not None:
             return _upfirdn2d_matmul(x, *factors, **args)
