@@ -568,8 +568,7 @@ def add_stylegan_recipe(c: dnnlib.EasyDict, opts: dnnlib.EasyDict) -> None:
     c.D_reg_interval = 16
     if opts.cfg == "stylegan2":
         c.loss_kwargs.update(
-            style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01,
-            pl_no_weight_grad=True,
+            style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01
         )  # fmt: skip
         c.G_reg_interval = 4
     else:

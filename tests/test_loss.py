@@ -346,3 +346,42 @@ def test_hinge_reports_stats(monkeypatch):
     assert sorted(reported) == ["Loss/G/loss", "Loss/scores/fake", "Loss/signs/fake"]
     g_loss = reported["Loss/G/loss"][0].double().numpy().reshape(-1)
     np.testing.assert_allclose(g_loss, -s_f, rtol=1e-5, atol=1e-6)
+
+
+def test_path_length_inner_gradient_computes_no_weight_gradients(monkeypatch):
+    # Record the output_mask of every convolution backward that runs inside the loss's
+    # torch.autograd.grad call: [input, weight, bias] gradients computed.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from training import networks_stylegan2
+
+    masks = []
+
+    class RecordConvBackward(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution_backward.default:
+                masks.append(tuple(bool(m) for m in args[-1]))
+            return func(*args, **(kwargs or {}))
+
+    real_grad = torch.autograd.grad
+
+    def recording_grad(*args, **kwargs):
+        with RecordConvBackward():
+            return real_grad(*args, **kwargs)
+
+    torch.manual_seed(0)
+    G = networks_stylegan2.Generator(
+        z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), channel_base=128, channel_max=16,
+        fused_modconv_default="inference_only",  # As train.py: training runs unfused.
+    )  # fmt: skip
+    loss = StyleGAN2Loss(torch.device("cpu"), G, LinearD((3, 16, 16)), r1_gamma=0, pl_weight=2)
+    G.requires_grad_(True)
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    z = torch.randn(4, 16)
+    loss.accumulate_gradients("Greg", None, None, z, torch.zeros(4, 0), gain=4, cur_nimg=0)
+    assert len(masks) >= 6  # Every SynthesisLayer and ToRGB ran a convolution backward.
+    assert all(mask[0] and not mask[1] and not mask[2] for mask in masks), masks
+    # The outer backward() still reached the weights.
+    weights = [p for name, p in G.synthesis.named_parameters() if name.endswith("weight")]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)

@@ -94,7 +94,6 @@ class StyleGAN2Loss(Loss):
         pl_weight: float = 0.0,  # Path-length regularization weight. 0 = off.
         pl_batch_shrink: int = 2,  # Path-length minibatch is batch_gpu // pl_batch_shrink.
         pl_decay: float = 0.01,  # Decay of the running mean of path lengths.
-        pl_no_weight_grad: bool = False,  # Reserved for a fast path; gradients still flow to weights.
         blur_init_sigma: float = 0.0,  # Blur of D's inputs at the start of training. 0 = off.
         blur_fade_kimg: float = 0.0,  # The blur fades linearly to 0 over this many kimg.
     ):
@@ -104,7 +103,6 @@ class StyleGAN2Loss(Loss):
         self.pl_weight = float(pl_weight)
         self.pl_batch_shrink = int(pl_batch_shrink)
         self.pl_decay = float(pl_decay)
-        self.pl_no_weight_grad = bool(pl_no_weight_grad)
         if not (np.isfinite(blur_init_sigma) and blur_init_sigma >= 0):
             raise ValueError(f"blur_init_sigma must be a finite number >= 0, got {blur_init_sigma}")
         if not (np.isfinite(blur_fade_kimg) and blur_fade_kimg >= 0):
@@ -199,6 +197,9 @@ class StyleGAN2Loss(Loss):
             batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
             gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
             pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+            # Asked only for the gradient with respect to ws, PyTorch's engine computes no
+            # weight gradients here, which NVIDIA's code needs a no_weight_gradients() switch
+            # for (tests/test_loss.py checks it). The weights get their gradients in backward().
             (pl_grads,) = torch.autograd.grad(
                 outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True
             )
