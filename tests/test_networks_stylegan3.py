@@ -306,15 +306,16 @@ def test_synthesis_input_frequencies_in_disc():
     assert torch.equal(module.affine.weight, torch.zeros([4, 4]))
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("demodulate, kernel", [(True, 3), (False, 1), (True, 1)])
-def test_modulated_conv2d_matches_per_sample_reference(demodulate, kernel):
+def test_modulated_conv2d_matches_per_sample_reference(demodulate, kernel, fused):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn([3, 5, 7, 7], generator=gen)
     weight = torch.randn([4, 5, kernel, kernel], generator=gen)
     styles = torch.randn([3, 5], generator=gen)
     gain = torch.tensor(0.7)
     out = net.modulated_conv2d(
-        x, weight, styles, demodulate=demodulate, padding=kernel - 1, input_gain=gain
+        x, weight, styles, demodulate=demodulate, padding=kernel - 1, input_gain=gain, fused=fused
     )
     assert out.shape == (3, 4, 7 + kernel - 1, 7 + kernel - 1)
     for n in range(3):
@@ -323,6 +324,21 @@ def test_modulated_conv2d_matches_per_sample_reference(demodulate, kernel):
             w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).sqrt()
         expected = F.conv2d(x[n : n + 1].double() * 0.7, w, padding=kernel - 1)
         np.testing.assert_allclose(out[n].numpy(), expected[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_unfused_modulated_conv2d_gradients_match_fused():
+    gen = torch.Generator().manual_seed(5)
+    inputs = [
+        torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        for shape in ([2, 4, 6, 6], [3, 4, 3, 3], [2, 4], [2, 4])
+    ]
+    grads = []
+    for fused in (True, False):
+        x, weight, styles, gain = inputs
+        out = net.modulated_conv2d(x, weight, styles, padding=2, input_gain=gain, fused=fused)
+        grads.append(torch.autograd.grad((out * out.detach()).sum(), inputs))
+    for fused_grad, unfused_grad in zip(*grads):
+        np.testing.assert_allclose(unfused_grad.numpy(), fused_grad.numpy(), rtol=1e-10)
 
 
 def test_torgb_layer_matches_formula():

@@ -516,7 +516,7 @@ class SynthesisBlock(torch.nn.Module):
         use_fp16: bool = False,  # Run in float16 on CUDA (never on CPU).
         fp16_channels_last: bool = False,  # Use channels_last while running in float16.
         fused_modconv_default: bool | str = True,  # Default of forward(fused_modconv=None):
-        # True, False or 'inference_only' (fused in eval mode, unfused in training mode).
+        # True, False or 'inference_only' (fused in eval mode on CUDA, unfused otherwise).
         **layer_kwargs: Any,  # Extra arguments of every SynthesisLayer.
     ):
         if architecture not in ("orig", "skip", "resnet"):
@@ -595,7 +595,9 @@ class SynthesisBlock(torch.nn.Module):
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
         if fused_modconv == "inference_only":
-            fused_modconv = not self.training
+            # NVIDIA's rule on CUDA. On the CPU the grouped convolution was slower at every
+            # layer shape timed, in inference too, at batch 1 and 8 (docs/benchmarks.md).
+            fused_modconv = not self.training and ws.device.type != "cpu"
         layer_kwargs = dict(fused_modconv=fused_modconv, **layer_kwargs)
 
         # Main path.

@@ -121,11 +121,12 @@ def modulated_conv2d(
     demodulate: bool = True,  # Normalize each output channel's modulated weight to unit norm.
     padding: int = 0,  # Zero padding of the input on every side.
     input_gain: torch.Tensor | None = None,  # Scale of the input, a scalar or [N, I].
+    fused: bool = True,  # One grouped convolution; False scales the activations instead.
 ) -> torch.Tensor:
-    """Correlate each sample with the weight scaled per input channel by its style, as one
-    grouped convolution. With `demodulate`, weight and styles are first scaled to unit mean
-    square (which keeps float16 in range and changes the result only through the 1e-8
-    epsilon), then each output channel is renormalized. Returns [N, O, H', W']."""
+    """Correlate each sample with the weight scaled per input channel by its style. With
+    `demodulate`, weight and styles are first scaled to unit mean square (which keeps float16
+    in range and changes the result only through the 1e-8 epsilon), then each output channel
+    is renormalized. Returns [N, O, H', W']."""
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     misc.assert_shape(x, [None, in_channels, None, None])
@@ -134,6 +135,8 @@ def modulated_conv2d(
     if demodulate:
         weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean(dim=1, keepdim=True).rsqrt()
+    if not fused:
+        return _modulated_conv2d_unfused(x, weight, styles, demodulate, padding, input_gain)
     w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, in_channels, 1, 1)
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
@@ -147,6 +150,23 @@ def modulated_conv2d(
     w = w.reshape(-1, in_channels, kh, kw)
     x = F.conv2d(x, w.to(x.dtype), padding=padding, groups=batch_size)
     return x.reshape(batch_size, -1, *x.shape[2:])
+
+
+def _modulated_conv2d_unfused(x, weight, styles, demodulate, padding, input_gain):
+    """modulated_conv2d() with the shared weight: scale the inputs by styles * input_gain,
+    convolve, then scale the outputs by the demodulation coefficients. These come from one
+    matrix product, since sum over i, k of (weight[o, i, k] * styles[n, i])^2 equals
+    sum over i of styles[n, i]^2 * sum over k of weight[o, i, k]^2."""
+    batch_size, in_channels = styles.shape
+    scale = styles
+    if input_gain is not None:
+        scale = scale * input_gain.expand(batch_size, in_channels)
+    x = x * scale.to(x.dtype).reshape(batch_size, in_channels, 1, 1)
+    x = F.conv2d(x, weight.to(x.dtype), padding=padding)
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
+    return x
 
 
 # ----------------------------------------------------------------------------
@@ -425,6 +445,9 @@ class SynthesisLayer(torch.nn.Module):
             padding=self.conv_kernel - 1,
             demodulate=not self.is_torgb,
             input_gain=input_gain,
+            # The grouped convolution was slower on the CPU at every StyleGAN2 layer shape
+            # timed, for batch 1 and 8 (docs/benchmarks.md). CUDA keeps NVIDIA's choice.
+            fused=x.device.type != "cpu",
         )
         x = filtered_lrelu.filtered_lrelu(
             x,
