@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dnnlib  # noqa: E402
 import train  # noqa: E402
+from torch_utils import custom_ops  # noqa: E402
 from torch_utils.ops import upfirdn2d  # noqa: E402
 from training import training_loop  # noqa: E402
 
@@ -255,7 +256,8 @@ def describe_spec(spec: dict, setup: dnnlib.EasyDict) -> dict:
     """Return the configuration part of the JSON record."""
     keys = ["name", "cfg", "res", "cbase", "cmax", "map_depth", "batch", "batch_gpu", "dmd"]
     record = {key: spec[key] for key in keys}
-    record.update(ops=upfirdn2d.default_impl, compile=spec["compile"], fp32=spec["fp32"])
+    record.update(ops=custom_ops.get_policy(), fir=upfirdn2d.default_impl)
+    record.update(compile=spec["compile"], fp32=spec["fp32"])
     record["gamma"] = setup.c.loss_kwargs.get("r1_gamma")
     record["params"] = {
         name: sum(p.numel() for p in module.parameters())
@@ -269,10 +271,14 @@ def describe_spec(spec: dict, setup: dnnlib.EasyDict) -> dict:
 
 
 def prepare(spec: dict) -> None:
-    """Apply the process-wide settings of `spec`: threads and the upfirdn2d path."""
+    """Apply the process-wide settings of `spec`: threads, the upfirdn2d path and the --ops
+    policy. With CUDA kernels wanted, build or load them here, so that neither the warm-up
+    nor the timed steps include the build."""
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
-    upfirdn2d.default_impl = spec["ops"]
+    upfirdn2d.default_impl = spec["fir"]
+    custom_ops.apply_ops_option(spec["ops"])
+    custom_ops.build_kernels_rank0_first(torch.device(spec["device"]))
 
 
 def warm_up(setups: list, warmup: int) -> list[float]:
@@ -457,7 +463,8 @@ def run_isolated(fn, spec: dict) -> dict:
 @click.option("--fp32",          help="Disable mixed precision (CPU always runs fp32)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--dmd",           help="Use the DMD discriminator and hook, with train.py's DMD defaults", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--dmd-overhead",  help="Alternate baseline and DMD steps (masks on, detection every minibatch) and print the ratio", is_flag=True)
-@click.option("--ops",           help="upfirdn2d path (upfirdn2d.default_impl)", type=click.Choice(["auto", "ref", "matmul"]), default="auto", show_default=True)
+@click.option("--ops",           help="CUDA kernels, as train.py --ops  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
+@click.option("--fir",           help="upfirdn2d path (upfirdn2d.default_impl)", type=click.Choice(["auto", "ref", "matmul"]), default="auto", show_default=True)
 @click.option("--compile",       help="torch.compile the forwards of G and D as train.py --compile=1 does (not in R1 or path length)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--warmup",        help="Untimed steps before timing",         metavar="INT", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--repeats",       help="Timed steps (pairs with --dmd-overhead)", metavar="INT", type=click.IntRange(min=1), default=3, show_default=True)

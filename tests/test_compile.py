@@ -53,13 +53,17 @@ def test_forwards_are_swapped_only_inside_active():
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     compiled = compiling.CompiledForwards([a, b])
     class_forward = torch.nn.Linear.forward
-    assert "forward" not in a.__dict__ and a.forward.__func__ is class_forward
+    assert "forward" not in a.__dict__
+    assert a.forward.__func__ is class_forward
     with compiled.active():
-        assert a.forward is compiled.entries[0][1] and b.forward is compiled.entries[1][1]
-        with compiled.suspended():
-            assert "forward" not in a.__dict__ and "forward" not in b.__dict__
         assert a.forward is compiled.entries[0][1]
-    assert "forward" not in a.__dict__ and "forward" not in b.__dict__
+        assert b.forward is compiled.entries[1][1]
+        with compiled.suspended():
+            assert "forward" not in a.__dict__
+            assert "forward" not in b.__dict__
+        assert a.forward is compiled.entries[0][1]
+    assert "forward" not in a.__dict__
+    assert "forward" not in b.__dict__
     copy.deepcopy(a)  # A module holding a compiled function would fail to copy.
 
 
@@ -88,7 +92,8 @@ def test_check_compiler_names_the_option(monkeypatch):
     with pytest.raises(RuntimeError) as info:
         compiling.check_compiler(torch.device("cpu"))
     message = str(info.value)
-    assert "--compile=1" in message and "C++ compiler" in message
+    assert "--compile=1" in message
+    assert "C++ compiler" in message
     assert "InvalidCxxCompiler: No working C++ compiler found" in message
     assert "more detail" not in message
 

@@ -64,8 +64,8 @@ def first_line(error: BaseException) -> str:
 
 
 def check_compiler(device: torch.device) -> None:
-    """Compile and run a small function on `device`; raise RuntimeError naming --compile when
-    torch.compile cannot build it there (on the CPU Inductor needs a C++ compiler)."""
+    """Compile and run a small function on `device`, and raise RuntimeError naming --compile
+    when torch.compile cannot build it there. On the CPU, Inductor needs a C++ compiler."""
 
     def probe(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.leaky_relu(x * 2 + 1, 0.2).sum()
