@@ -27,7 +27,7 @@ import torch
 from click.core import ParameterSource
 
 import dnnlib
-from torch_utils import custom_ops, misc
+from torch_utils import compiling, custom_ops, misc
 from training import faults, training_loop
 from training.augment import AUGPIPE_SPECS
 from training.dataset import DatasetError
@@ -703,6 +703,17 @@ def check_resume(c: dnnlib.EasyDict) -> None:
         raise click.ClickException(f"--resume: {err}") from err
 
 
+def check_compile_early(opts: dnnlib.EasyDict) -> None:
+    """With --compile=1, check that torch.compile works on the device before the run
+    directory exists, and report a failure as a one-line option error."""
+    if not opts.compile or opts.dry_run:
+        return
+    try:
+        compiling.check_compiler(torch.device(opts.device))
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+
+
 def resolve_resume(opts: dnnlib.EasyDict) -> None:
     """Turn --resume=latest or --resume=<run directory> into the newest valid snapshot file."""
     if opts.resume is None:
@@ -983,6 +994,7 @@ def main(**kwargs):
     c, desc = build_config(opts)
     adopt_nvidia_resume(c, opts)
     check_resume(c)
+    check_compile_early(opts)
     launch_training(c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
 
 

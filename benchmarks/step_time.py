@@ -257,7 +257,8 @@ def describe_spec(spec: dict, setup: dnnlib.EasyDict) -> dict:
     keys = ["name", "cfg", "res", "cbase", "cmax", "map_depth", "batch", "batch_gpu", "dmd"]
     record = {key: spec[key] for key in keys}
     record.update(ops=custom_ops.get_policy(), fir=upfirdn2d.default_impl)
-    record.update(compile=spec["compile"], fp32=spec["fp32"])
+    record.update(compile=spec["compile"], fp32=spec["fp32"], allow_tf32=spec["allow_tf32"])
+    record.update(cudnn_benchmark=not spec["nobench"])
     record["gamma"] = setup.c.loss_kwargs.get("r1_gamma")
     record["params"] = {
         name: sum(p.numel() for p in module.parameters())
@@ -271,14 +272,16 @@ def describe_spec(spec: dict, setup: dnnlib.EasyDict) -> dict:
 
 
 def prepare(spec: dict) -> None:
-    """Apply the process-wide settings of `spec`: threads, the upfirdn2d path and the --ops
-    policy. With CUDA kernels wanted, build or load them here, so that neither the warm-up
-    nor the timed steps include the build."""
+    """Apply the process-wide settings of `spec`: threads, the upfirdn2d path, cuDNN and TF32
+    on CUDA, and the --ops policy. With CUDA kernels wanted, build or load them here, so that
+    neither the warm-up nor the timed steps include the build."""
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
     upfirdn2d.default_impl = spec["fir"]
+    device = torch.device(spec["device"])
+    training_loop.configure_cuda_backends(device, not spec["nobench"], spec["allow_tf32"])
     custom_ops.apply_ops_option(spec["ops"])
-    custom_ops.build_kernels_rank0_first(torch.device(spec["device"]))
+    custom_ops.build_kernels_rank0_first(device)
 
 
 def warm_up(setups: list, warmup: int) -> list[float]:
@@ -346,6 +349,9 @@ def time_dmd_overhead(spec: dict) -> dict:
     off = build_setup(dict(spec, dmd=0, dmd_forced=False))
     on = build_setup(dict(spec, dmd=1, dmd_forced=True))
     on.D.load_state_dict(off.D.state_dict(), strict=False)  # The DMD state is extra state.
+    if spec["compile"]:
+        off.loss.use_compiled_forwards()
+        on.loss.use_compiled_forwards()
     record.update(describe_spec(spec, on), mode="dmd-overhead", dmd="off and on")
     warm_up([off, on], spec["warmup"])
     steps = {"off": [], "on": []}
@@ -465,6 +471,8 @@ def run_isolated(fn, spec: dict) -> dict:
 @click.option("--dmd-overhead",  help="Alternate baseline and DMD steps (masks on, detection every minibatch) and print the ratio", is_flag=True)
 @click.option("--ops",           help="CUDA kernels, as train.py --ops  [default: $DMD_OPS, else auto]", type=click.Choice(list(custom_ops.POLICIES)))
 @click.option("--fir",           help="upfirdn2d path (upfirdn2d.default_impl)", type=click.Choice(["auto", "ref", "matmul"]), default="auto", show_default=True)
+@click.option("--allow-tf32",    help="Allow TF32 on CUDA, as train.py --allow-tf32", metavar="BOOL", type=bool, default=False, show_default=True)
+@click.option("--nobench",       help="Disable cuDNN benchmarking, as train.py --nobench", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--compile",       help="torch.compile the forwards of G and D as train.py --compile=1 does (not in R1 or path length)", metavar="BOOL", type=bool, default=False, show_default=True)
 @click.option("--warmup",        help="Untimed steps before timing",         metavar="INT", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--repeats",       help="Timed steps (pairs with --dmd-overhead)", metavar="INT", type=click.IntRange(min=1), default=3, show_default=True)

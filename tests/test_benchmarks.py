@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +27,7 @@ def test_step_time_prints_one_record_per_configuration():
     )  # fmt: skip
     (record,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert (record["name"], record["ops"], record["fir"]) == ("tiny", "ref", "matmul")
+    assert (record["allow_tf32"], record["cudnn_benchmark"]) == (False, True)
     assert set(record["parts"]) >= {"Gmain", "Greg", "Dmain", "Dreg", "G_ema", "iteration"}
     assert record["parts"]["Greg"]["every"] == 4
     assert record["parts"]["Dreg"]["every"] == 16
@@ -58,3 +60,25 @@ def test_step_time_rejects_cuda_without_a_device():
     if result.returncode == 0:
         pytest.skip("this machine has CUDA")
     assert "CUDA" in result.stderr
+
+
+def test_step_time_dmd_overhead_compiles_both_sides(monkeypatch):
+    # In-process, with aot_eager in place of Inductor so that compiling takes seconds.
+    from click.testing import CliRunner
+
+    from torch_utils import compiling
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import step_time
+
+    monkeypatch.setattr(compiling, "COMPILE_KWARGS", dict(backend="aot_eager", dynamic=False))
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    args = ["--configs=tiny", "--dmd-overhead", "--compile=1", "--repeats=1", "--warmup=0",
+            "--isolate=0"]  # fmt: skip
+    result = CliRunner().invoke(step_time.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # G.mapping, G.synthesis and D of each side, for update_emas on and off.
+    assert counters["stats"]["unique_graphs"] >= 8
+    torch._dynamo.reset()

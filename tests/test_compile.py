@@ -225,3 +225,27 @@ def test_train_py_runs_the_main_phases_compiled(tmp_path, small_data, monkeypatc
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "network-snapshot-000000.pkl").is_file()
     torch._dynamo.reset()
+
+
+def test_train_py_reports_a_broken_compiler_before_the_run(tmp_path, small_data, monkeypatch):
+    from click.testing import CliRunner
+
+    import train
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    args = [
+        f"--outdir={tmp_path / 'runs'}", f"--data={small_data}", "--cfg=stylegan2", "--gpus=1",
+        "--batch=8", "--gamma=1", "--cbase=256", "--cmax=16", "--metrics=none",
+        "--device=cpu", "--kimg=0.016", "--compile=1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(train.main, args)
+    assert result.exit_code == 1
+    assert "--compile=1: torch.compile could not build" in result.output
+    assert "InvalidCxxCompiler" in result.output
+    assert not (tmp_path / "runs").exists()

@@ -118,6 +118,14 @@ def test_cuda_policy_ignores_validation(monkeypatch):
         assert custom_ops.kernels_for(op, cuda_like()) is sentinel
 
 
+def test_compiled_code_uses_reference_ops(monkeypatch):
+    monkeypatch.setenv("DMD_OPS", "cuda")
+    monkeypatch.setattr(custom_ops, "load_extension", lambda: object())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for op in custom_ops.VALIDATED:
+        assert custom_ops.kernels_for(op, cuda_like()) is None
+
+
 def test_cuda_policy_build_failure_is_fatal(monkeypatch):
     monkeypatch.setenv("DMD_OPS", "cuda")
 

@@ -141,13 +141,17 @@ def kernels_for(op: str, *tensors: torch.Tensor):
     """Return the extension module when `op` should run its CUDA kernel on `tensors`, or None
     when it should run the reference ops.
 
-    None for CPU tensors and under 'ref'. Under 'auto', None with one warning per process
-    when the kernel is not VALIDATED or the build failed. Under 'cuda', a build failure
-    raises OpsBuildError.
+    None for CPU tensors, under 'ref' and inside torch.compile. Under 'auto', None with one
+    warning per process when the kernel is not VALIDATED or the build failed. Under 'cuda',
+    a build failure raises OpsBuildError.
     """
     if op not in VALIDATED:
         raise ValueError(f"Unknown op {op!r}; kernels exist for {', '.join(VALIDATED)}")
     if not all(t.device.type == "cuda" for t in tensors):
+        return None
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace into the extension's functions and would split the graph at
+        # every kernel call, so compiled code runs the reference ops through Inductor.
         return None
     policy = get_policy()
     if policy == "ref":

@@ -45,12 +45,12 @@ class Loss:
         self.reset_loss_check()
 
     def compiled_modules(self) -> list[torch.nn.Module]:
-        """The modules whose forward this loss calls, for use_compiled_forwards()."""
+        """Return the modules whose forward this loss calls, for use_compiled_forwards()."""
         return [self.G, self.D]
 
     def use_compiled_forwards(self) -> None:
         """Compile the forwards of compiled_modules() with torch.compile. The training loop
-        runs each phase inside self.compiled.active(); parts that need gradients of
+        runs each phase inside self.compiled.active(), and the parts that need gradients of
         gradients run inside self.eager()."""
         self.compiled = CompiledForwards(self.compiled_modules())
 
@@ -197,9 +197,9 @@ class StyleGAN2Loss(Loss):
             batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
             gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
             pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
-            # Asked only for the gradient with respect to ws, PyTorch's engine computes no
-            # weight gradients here, which NVIDIA's code needs a no_weight_gradients() switch
-            # for (tests/test_loss.py checks it). The weights get their gradients in backward().
+            # PyTorch's engine computes only the gradients that this call requests, so it
+            # computes no weight gradients here (a test checks it). NVIDIA's code needs its own
+            # no_weight_gradients() switch for that. The weights get theirs in backward().
             (pl_grads,) = torch.autograd.grad(
                 outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True
             )

@@ -103,21 +103,15 @@ def modulated_conv2d(
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / max_weight)
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    # Per-sample weights [N, O, I, kh, kw] and demodulation coefficients [N, O].
-    w = None
-    dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-
+    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, O]
     conv_kwargs = dict(
         f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
     )
     if not fused_modconv:
         return _modulated_conv2d_unfused(x, weight, styles, dcoefs, noise, conv_kwargs)
 
-    # Fused path: fold the batch into the channel axis and run one grouped convolution.
+    # Fused path: per-sample weights [N, O, I, kh, kw], folded into one grouped convolution.
+    w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
     if demodulate:
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
@@ -127,6 +121,14 @@ def modulated_conv2d(
     if noise is not None:
         x = x.add_(noise)
     return x
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Return [N, O]: 1 / sqrt(sum over i, k of (weight[o, i, k] * styles[n, i])^2 + 1e-8), the
+    inverse norm of each output channel's modulated weight. One matrix product computes it
+    without the per-sample weights, since the sum equals sum over i of styles[n, i]^2 times
+    sum over k of weight[o, i, k]^2."""
+    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
 
 
 def _modulated_conv2d_unfused(
@@ -595,8 +597,8 @@ class SynthesisBlock(torch.nn.Module):
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
         if fused_modconv == "inference_only":
-            # NVIDIA's rule on CUDA. On the CPU the grouped convolution was slower at every
-            # layer shape timed, in inference too, at batch 1 and 8 (docs/benchmarks.md).
+            # NVIDIA's rule on CUDA. On the CPU the grouped convolution was up to 25 times
+            # slower, in inference too, and never faster beyond noise (docs/benchmarks.md).
             fused_modconv = not self.training and ws.device.type != "cpu"
         layer_kwargs = dict(fused_modconv=fused_modconv, **layer_kwargs)
 

@@ -121,7 +121,7 @@ def modulated_conv2d(
     demodulate: bool = True,  # Normalize each output channel's modulated weight to unit norm.
     padding: int = 0,  # Zero padding of the input on every side.
     input_gain: torch.Tensor | None = None,  # Scale of the input, a scalar or [N, I].
-    fused: bool = True,  # One grouped convolution; False scales the activations instead.
+    fused: bool = True,  # True: one grouped convolution. False: scale the activations.
 ) -> torch.Tensor:
     """Correlate each sample with the weight scaled per input channel by its style. With
     `demodulate`, weight and styles are first scaled to unit mean square (which keeps float16
@@ -153,10 +153,8 @@ def modulated_conv2d(
 
 
 def _modulated_conv2d_unfused(x, weight, styles, demodulate, padding, input_gain):
-    """modulated_conv2d() with the shared weight: scale the inputs by styles * input_gain,
-    convolve, then scale the outputs by the demodulation coefficients. These come from one
-    matrix product, since sum over i, k of (weight[o, i, k] * styles[n, i])^2 equals
-    sum over i of styles[n, i]^2 * sum over k of weight[o, i, k]^2."""
+    """Run modulated_conv2d() with the shared weight: scale the inputs by styles * input_gain,
+    convolve, then scale the outputs by the demodulation coefficients."""
     batch_size, in_channels = styles.shape
     scale = styles
     if input_gain is not None:
@@ -164,7 +162,7 @@ def _modulated_conv2d_unfused(x, weight, styles, demodulate, padding, input_gain
     x = x * scale.to(x.dtype).reshape(batch_size, in_channels, 1, 1)
     x = F.conv2d(x, weight.to(x.dtype), padding=padding)
     if demodulate:
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        dcoefs = networks_stylegan2.demodulation_coefficients(weight, styles)  # [N, O]
         x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
     return x
 
@@ -445,8 +443,8 @@ class SynthesisLayer(torch.nn.Module):
             padding=self.conv_kernel - 1,
             demodulate=not self.is_torgb,
             input_gain=input_gain,
-            # The grouped convolution was slower on the CPU at every StyleGAN2 layer shape
-            # timed, for batch 1 and 8 (docs/benchmarks.md). CUDA keeps NVIDIA's choice.
+            # On the CPU the grouped convolution was up to 25 times slower at StyleGAN2's layer
+            # shapes, and never faster beyond noise (docs/benchmarks.md). CUDA keeps NVIDIA's.
             fused=x.device.type != "cpu",
         )
         x = filtered_lrelu.filtered_lrelu(

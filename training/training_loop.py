@@ -595,12 +595,7 @@ def training_loop(
     # The same seed on every rank: the initial networks and all later draws do not depend on
     # the number of ranks (the minibatch draws reseed from step_seed()).
     torch.manual_seed(random_seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-        # TF32 rounds the inputs of float32 matmuls and convolutions to 10 mantissa bits. Off
-        # by default, so that float32 layers (all of them with --fp32) compute in float32.
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-        torch.backends.cudnn.allow_tf32 = allow_tf32
+    configure_cuda_backends(device, cudnn_benchmark, allow_tf32)
     training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
 
     if nan_policy not in faults.NAN_POLICIES:
@@ -722,6 +717,17 @@ def training_loop(
         print_stop_message(state, ctx.run_dir)
     if rank == 0:
         print("\nExiting...")
+
+
+def configure_cuda_backends(device: torch.device, cudnn_benchmark: bool, allow_tf32: bool) -> None:
+    """Set cuDNN's algorithm search and TF32 for a CUDA device. Nothing changes on the CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    # TF32 rounds the inputs of float32 matmuls and convolutions to 10 mantissa bits. Off by
+    # default, so that float32 layers (all of them with --fp32) compute in float32.
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 def run_training_steps(
