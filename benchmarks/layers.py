@@ -8,15 +8,15 @@ Example, on the CPU:
 """
 
 import os
-import statistics
 import sys
-import time
 
 import click
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fir import time_call  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 from torch_utils.ops import upfirdn2d  # noqa: E402
 from training.networks_stylegan2 import modulated_conv2d  # noqa: E402
@@ -39,21 +39,6 @@ CONV_SHAPES = [
     ("SG2 D 8x8", 512, 512, 8),
     ("SG2 64 D 64x64", 512, 512, 64),
 ]
-
-
-def time_call(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Run fn once to warm up, then `repeats` times, and return (min, median) seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
 
 
 def cell(seconds: tuple[float, float]) -> str:

@@ -219,15 +219,15 @@ def test_train_py_runs_the_main_phases_compiled(tmp_path, small_data, monkeypatc
     ]  # fmt: skip
     result = CliRunner().invoke(train.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    # Graphs of G.mapping, G.synthesis and D, for update_emas on and off; none for R1 or
-    # path length, which run eager (their double backward would have raised).
+    # Graphs of G.mapping, G.synthesis and D, for update_emas on and off. R1 and path length
+    # add none, because they run eager: their double backward would have raised.
     assert counters["stats"]["unique_graphs"] >= 4
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "network-snapshot-000000.pkl").is_file()
     torch._dynamo.reset()
 
 
-def test_train_py_reports_a_broken_compiler_before_the_run(tmp_path, small_data, monkeypatch):
+def test_broken_compiler_fails_before_run_dir(tmp_path, small_data, monkeypatch):
     from click.testing import CliRunner
 
     import train

@@ -16,7 +16,7 @@ import torch
 
 # Arguments of torch.compile. Static shapes, because Inductor's automatic dynamic shapes failed
 # on the StyleGAN2 generator ("InductorError: ValueError: Exponent must be non-negative", torch
-# 2.13 CPU). Each phase sees a fixed set of shapes, so static graphs compile only once each.
+# 2.13 CPU). Each phase gets a fixed set of shapes, so static graphs compile only once each.
 # fallback_random makes the compiled graphs draw noise with torch's own generators, as eager
 # code does, so a compiled run draws the same random numbers as an eager one.
 COMPILE_KWARGS = dict(dynamic=False, options={"fallback_random": True})
